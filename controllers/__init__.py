@@ -1,0 +1,1 @@
+"""studiod.controllers: MIDI surfaces and OSC, the outside world to parameter changes."""

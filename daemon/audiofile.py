@@ -1,0 +1,56 @@
+"""Reading and writing audio files, with errors that say what went wrong."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+class AudioFileError(OSError):
+    """An audio file that cannot be read or written; the message names the file."""
+
+
+def read(path: str | Path) -> tuple[np.ndarray, int]:
+    """float32 [frames, channels] and the sample rate."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(f"{path}: no such file")
+    try:
+        data, samplerate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioFileError(f"{path}: cannot read as audio ({exc})") from None
+    return data, samplerate
+
+
+def write_atomic(
+    path: str | Path, data: np.ndarray, samplerate: int, subtype: str = "PCM_24"
+) -> None:
+    """Write through a temporary file in the same directory and rename it into place, so a
+    failure never leaves a half-written file or clobbers an existing one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = _format_for(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, data, samplerate, subtype=subtype, format=fmt)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _format_for(path: Path) -> str:
+    formats = {".wav": "WAV", ".flac": "FLAC", ".aif": "AIFF", ".aiff": "AIFF"}
+    try:
+        return formats[path.suffix.lower()]
+    except KeyError:
+        raise AudioFileError(
+            f"{path}: unsupported output format {path.suffix!r}; use {sorted(formats)}"
+        ) from None

@@ -1,0 +1,1 @@
+"""studiod.dsp: pure DSP kernels, processors, the engine graph and meters."""

@@ -1,0 +1,155 @@
+"""A synthesised multitrack session: the embedded demo's programme material.
+
+Eight tracks at 120 BPM in A minor, each gain-staged around -18 dBFS RMS like a tracked
+session: kick, snare, hi-hat, bass, a stereo pad, a lead, and two tracks of room noise so
+that gates have something to do. Deterministic (seeded), so the demo and the tests hear
+the same music.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.signal as ss
+from studiod.dsp.session import ChannelSpec, FxSpec, GroupSpec, MonitorSystemSpec, Session
+
+BPM = 120.0
+TRACKS = ("kick", "snare", "hat", "bass", "pad_l", "pad_r", "lead", "room")
+# A minor: i - VI - III - VII
+_CHORDS_HZ = ((220.0, 261.63, 329.63), (174.61, 220.0, 261.63), (130.81, 164.81, 196.0),
+              (196.0, 246.94, 293.66))  # fmt: skip
+_BASS_HZ = (55.0, 43.65, 65.41, 49.0)
+_LEAD_HZ = (659.26, 587.33, 523.25, 493.88, 523.25, 587.33, 659.26, 783.99)
+
+
+def demo_session(samplerate: int = 48000) -> Session:
+    """The session the demo's tracks are laid out for (inputs 1-8, ext on 9-10)."""
+    return Session(
+        samplerate=samplerate,
+        channels=(
+            ChannelSpec("kick", (1,)),
+            ChannelSpec("snare", (2,)),
+            ChannelSpec("hat", (3,)),
+            ChannelSpec("bass", (4,)),
+            ChannelSpec("pad", (5, 6)),
+            ChannelSpec("lead", (7,)),
+            ChannelSpec("room", (8,)),
+        ),
+        groups=(GroupSpec("drums"),),
+        fx=(FxSpec("reverb", "reverb"), FxSpec("delay", "delay")),
+        systems=(
+            MonitorSystemSpec("studio", (1, 2)),
+            MonitorSystemSpec("alt", (3, 4)),
+            MonitorSystemSpec("headphones", (5, 6)),
+            MonitorSystemSpec("car", (1, 2), simulation="car"),
+            MonitorSystemSpec("earbuds", (5, 6), simulation="earbuds"),
+            MonitorSystemSpec("phone", (7,), simulation="phone", mono=True),
+            MonitorSystemSpec("mono", (8,), mono=True),
+        ),
+        ext_inputs=(9, 10),
+    )
+
+
+# A mix a engineer might start from: high-passes, a little EQ, drums grouped, sends.
+DEMO_SETTINGS: dict[str, float | str] = {
+    "/ch/1/bus": "drums",
+    "/ch/2/bus": "drums",
+    "/ch/3/bus": "drums",
+    "/ch/1/eq/1/gain": 3.0,
+    "/ch/1/eq/1/freq": 60.0,
+    "/ch/2/hpf/on": 1,
+    "/ch/2/hpf/freq": 100.0,
+    "/ch/2/send/reverb/level": -12.0,
+    "/ch/3/hpf/on": 1,
+    "/ch/3/hpf/freq": 400.0,
+    "/ch/3/pan": 0.3,
+    "/ch/3/fader": -6.0,
+    "/ch/4/hpf/on": 1,
+    "/ch/4/hpf/freq": 30.0,
+    "/ch/5/hpf/on": 1,
+    "/ch/5/hpf/freq": 150.0,
+    "/ch/5/fader": -4.0,
+    "/ch/5/send/reverb/level": -10.0,
+    "/ch/6/hpf/on": 1,
+    "/ch/6/hpf/freq": 200.0,
+    "/ch/6/eq/3/gain": 2.0,
+    "/ch/6/pan": -0.2,
+    "/ch/6/send/delay/level": -14.0,
+    "/ch/6/send/reverb/level": -12.0,
+    "/ch/7/gate/on": 1,
+    "/ch/7/fader": -12.0,
+    "/bus/drums/comp/on": 1,
+    "/bus/drums/fader": -2.0,
+    "/master/fader": -6.0,
+}
+
+
+def _env(n: int, attack_s: float, decay_s: float, samplerate: int) -> np.ndarray:
+    t = np.arange(n) / samplerate
+    return np.minimum(t / max(attack_s, 1e-6), 1.0) * np.exp(-t / decay_s)
+
+
+def _place(track: np.ndarray, sound: np.ndarray, start: int) -> None:
+    end = min(len(track), start + len(sound))
+    if start < end:
+        track[start:end] += sound[: end - start]
+
+
+def _rms_to(x: np.ndarray, dbfs: float) -> np.ndarray:
+    rms = np.sqrt(np.mean(x**2)) or 1.0
+    return x * (10 ** (dbfs / 20.0) / rms)
+
+
+def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) -> np.ndarray:
+    """The eight tracks as float32 [frames, 10] (inputs 9-10, the external pair, silent)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * samplerate)
+    beat = int(60.0 / BPM * samplerate)
+    tracks = np.zeros((len(TRACKS), n))
+    t_hit = np.arange(int(0.5 * samplerate)) / samplerate
+
+    kick = np.sin(2 * np.pi * (45 * t_hit + 60 * (1 - np.exp(-t_hit * 30)) / 30))
+    kick *= _env(len(t_hit), 0.001, 0.18, samplerate)
+    snare_noise = ss.sosfilt(ss.butter(2, [180, 8000], "bandpass", fs=samplerate, output="sos"),
+                             rng.standard_normal(len(t_hit)))  # fmt: skip
+    snare = (0.7 * snare_noise + 0.5 * np.sin(2 * np.pi * 190 * t_hit)) * _env(
+        len(t_hit), 0.001, 0.09, samplerate
+    )
+    hat_sos = ss.butter(4, 7000, "highpass", fs=samplerate, output="sos")
+    for k in range(0, n // beat):
+        _place(tracks[0], kick, k * beat)
+        if k % 2 == 1:
+            _place(tracks[1], snare, k * beat)
+    for k in range(0, 2 * n // beat):
+        hat = ss.sosfilt(hat_sos, rng.standard_normal(int(0.08 * samplerate)))
+        _place(tracks[2], hat * _env(len(hat), 0.0005, 0.02 if k % 2 else 0.04, samplerate),
+               k * beat // 2)  # fmt: skip
+
+    bar = 4 * beat
+    for k in range(0, n // bar + 1):
+        chord = k % 4
+        t_bar = np.arange(bar) / samplerate
+        f0 = _BASS_HZ[chord]
+        bass = ss.sawtooth(2 * np.pi * f0 * t_bar) + 0.6 * np.sin(2 * np.pi * f0 * t_bar)
+        bass = ss.sosfilt(ss.butter(2, 400, fs=samplerate, output="sos"), bass)
+        gate = (np.arange(bar) % beat) < 0.8 * beat
+        _place(tracks[3], bass * gate * _env(bar, 0.005, 4.0, samplerate), k * bar)
+        for side, detune in ((4, 0.997), (5, 1.003)):
+            pad = sum(ss.sawtooth(2 * np.pi * f * detune * t_bar) for f in _CHORDS_HZ[chord])
+            pad = ss.sosfilt(ss.butter(2, 2500, fs=samplerate, output="sos"), pad)
+            _place(tracks[side], pad * _env(bar, 0.25, 6.0, samplerate), k * bar)
+        for j in range(8):
+            f = _LEAD_HZ[(j + 3 * k) % len(_LEAD_HZ)]
+            t_note = np.arange(beat // 2) / samplerate
+            vibrato = 0.004 * np.sin(2 * np.pi * 5.5 * t_note)
+            lead = np.sin(2 * np.pi * f * t_note * (1 + vibrato)) + 0.3 * np.sin(
+                4 * np.pi * f * t_note
+            )
+            _place(tracks[6], lead * _env(len(t_note), 0.01, 0.3, samplerate),
+                   k * bar + j * beat // 2)  # fmt: skip
+    tracks[7] = ss.sosfilt(ss.butter(2, 300, fs=samplerate, output="sos"), rng.standard_normal(n))
+
+    levels_dbfs = (-16.0, -20.0, -26.0, -18.0, -22.0, -22.0, -20.0, -60.0)
+    out = np.zeros((n, len(TRACKS) + 2), dtype=np.float32)
+    for i, level in enumerate(levels_dbfs):
+        out[:, i] = _rms_to(tracks[i], level)
+    return out

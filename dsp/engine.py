@@ -1,0 +1,911 @@
+"""The mix and mastering engine: one jitted call per audio block.
+
+    inputs ─► channel strips ─► groups (glue) ─┐
+                   └─ sends ─► FX buses ───────┼─► master chain ─► monitor section ─► outputs
+                                               │      (EQ, multiband, width, saturation,
+                                               │       fader, true-peak limiter, dither)
+
+The Python side (:class:`Engine`) validates parameter changes against the registry and
+puts them on a bounded queue; :func:`_engine_block` drains that queue, smooths parameters,
+redesigns coefficients while they move, runs every stage and writes the outputs. It
+allocates nothing and releases the GIL.
+
+Smoothing. Parameters move toward their targets with a one-pole of ``PARAM_SMOOTH_MS``,
+advanced every ``TICK`` samples of absolute time; filter coefficients are redesigned at
+those ticks while a strip's parameters move. Every gain the signal meets (trim, polarity,
+pan, fader, mute, solo, sends, monitor matrix, system switching) additionally follows a
+per-sample one-pole of ``GAIN_SMOOTH_MS``, so a switch is a short fade, never a step.
+Because ticks are counted in absolute samples, the output does not depend on how the
+audio is cut into blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import namedtuple
+
+import numpy as np
+from studiod.dsp import filters as flt
+from studiod.dsp._jit import kernel
+from studiod.dsp.layout import (
+    CH_BUS,
+    CH_EQ,
+    CH_EQ_ON,
+    CH_FADER,
+    CH_HPF_FREQ,
+    CH_HPF_ON,
+    CH_HPF_SLOPE,
+    CH_LPF_FREQ,
+    CH_LPF_ON,
+    CH_LPF_SLOPE,
+    CH_MUTE,
+    CH_PAN,
+    CH_POLARITY,
+    CH_SEND,
+    CH_SOLO,
+    CH_TRIM,
+    FX_EQ,
+    FX_FADER,
+    FX_MUTE,
+    GRP_FADER,
+    GRP_MUTE,
+    MON_CUT,
+    MON_DIM,
+    MON_DIM_LEVEL,
+    MON_LEVEL,
+    MON_MONO,
+    MON_POLARITY,
+    MON_REFERENCE,
+    MON_REFERENCE_LEVEL,
+    MON_SIDE,
+    MON_SOLO,
+    MON_SOURCE,
+    MON_SWAP,
+    MON_SYSTEM,
+    MST_EQ,
+    MST_EQ_ON,
+    MST_FADER,
+    MST_HPF_FREQ,
+    MST_HPF_ON,
+    SYS_DELAY,
+    SYS_EQ,
+    SYS_ON,
+    SYS_TRIM,
+    Layout,
+    build_layout,
+)
+from studiod.dsp.registry import ENUM, FADER_OFF_DB, Param, Registry
+from studiod.dsp.session import MAX_BLOCK_FRAMES, Session
+
+TICK = 32  # samples between parameter-smoothing steps (0.67 ms at 48 kHz)
+PARAM_SMOOTH_MS = 20.0
+GAIN_SMOOTH_MS = 5.0
+MAX_SYSTEM_DELAY_MS = 50.0
+QUEUE_SIZE = 4096
+
+# Owners of a parameter slot, for marking what a change makes dirty.
+OWN_CHANNEL = 0
+OWN_GROUP = 1
+OWN_FX = 2
+OWN_MASTER = 3
+OWN_MONITOR = 4
+OWN_SYSTEM = 5
+
+# Channel filter sections: 0-1 high-pass, 2-3 low-pass, 4-7 EQ bands.
+CH_SECTIONS = 8
+# Master sections: 0-1 subsonic high-pass, 2-5 EQ bands.
+MST_SECTIONS = 6
+# FX return sections: high-pass, low-pass, low shelf, high shelf.
+FX_SECTIONS = 4
+# Monitor-system correction EQ sections.
+SYS_SECTIONS = 4
+
+# Where a switched-off high-pass/low-pass glides before it is bypassed, so that switching a
+# filter in or out is a glide of its cutoff, not a step (as a ratio of the sample rate).
+_HPF_PARK_HZ = 5.0
+_LPF_PARK_RATIO = 0.45
+
+
+class QueueFull(RuntimeError):
+    """The engine's parameter queue is full: the audio thread is not draining it."""
+
+
+EngineState = namedtuple(
+    "EngineState",
+    [
+        # parameters
+        "tgt",  # float64[P] targets, written when the queue is drained
+        "cur",  # float64[P] smoothed values
+        "continuous",  # bool[P] smoothed (floats, toggles) vs switched (enums)
+        "owner_kind",  # int64[P]
+        "owner_id",  # int64[P]
+        "dirty",  # bool[6, max strips] per owner kind
+        "blocks",  # int64[6, max strips, 2]: (first slot, count) of each strip's parameters
+        "scratch",  # float64[8, 5] coefficient workspace (the audio thread never allocates)
+        "clock",  # int64[2]: absolute sample count, ticks done
+        "consts",  # float64[4]: samplerate, tick smoothing coef, gain smoothing coef, spare
+        # layout
+        "ch_base",
+        "ch_lane0",  # int64[C] first lane of each channel
+        "ch_lanes",  # int64[C] 1 or 2
+        "lane_in",  # int64[L] 0-based input column of each lane
+        "lane_ch",  # int64[L] channel of each lane
+        "grp_base",
+        "fx_base",
+        "bases",  # int64[2]: master, monitor
+        "sys_base",
+        "sys_out",  # int64[S, 2] 0-based output columns (-1: none)
+        "sys_flags",  # int64[S, 3]: mono, additive, index among exclusive systems (-1)
+        "ext_in",  # int64[2] 0-based input columns of the external source (-1: none)
+        # channel strips
+        "ch_buf",  # float64[N, L]
+        "ch_coefs",  # float64[8, 5, L]
+        "ch_fstate",  # float64[8, 2, L]
+        "ch_in_g",  # float64[2, L] trim*polarity: current, target
+        "ch_out_g",  # float64[2, L, 2] lane -> bus left/right: current, target
+        "ch_send_g",  # float64[2, L, F, 2] lane -> fx left/right
+        "ch_dest",  # int64[L] bus index (0 = master, 1 + g = group g)
+        "ch_peak",  # float64[L] block peak after the fader
+        "nan_events",  # int64[L + 2] per lane, then ext, then output guard
+        # buses
+        "bus_buf",  # float64[1 + G, N, 2]
+        "fx_buf",  # float64[F, N, 2]
+        "grp_g",  # float64[2, G] fader*mute: current, target
+        "fx_coefs",  # float64[F, 4, 5, 2]
+        "fx_fstate",  # float64[F, 4, 2, 2]
+        "fx_g",  # float64[2, F]
+        # master
+        "mst_coefs",  # float64[6, 5, 2]
+        "mst_fstate",  # float64[6, 2, 2]
+        "mst_g",  # float64[2]: fader gain current, target
+        "mst_buf",  # float64[N, 2]
+        "mst_peak",  # float64[2]
+        # monitor
+        "mon_src_g",  # float64[2]: ext share current, target
+        "mon_m",  # float64[2, 4]: matrix LL, LR, RL, RR current, target
+        "mon_buf",  # float64[N, 2]
+        "sys_g",  # float64[2, S]: on*trim current, target
+        "sys_coefs",  # float64[S, 4, 5, 2]
+        "sys_fstate",  # float64[S, 4, 2, 2]
+        "sys_buf",  # float64[N, 2]
+        "sys_delay",  # float64[S, D, 2] ring buffers
+        "sys_delay_pos",  # int64[S]: write position
+        "sys_delay_n",  # int64[S]: delay in samples
+        "sys_live",  # bool[S]: processed in the last block
+        "out_peak",  # float64[O]
+    ],
+)
+
+
+# --------------------------------------------------------------------------------------
+# parameter plumbing
+
+
+@kernel
+def _one_pole_coef(time_ms, samplerate, step):
+    """Coefficient that moves a one-pole ``1 - 1/e`` of the way in ``time_ms``."""
+    return 1.0 - math.exp(-step / (time_ms * 1e-3 * samplerate))
+
+
+@kernel
+def _db_to_gain(db):
+    if db <= FADER_OFF_DB:
+        return 0.0
+    return 10.0 ** (db / 20.0)
+
+
+@kernel
+def _drain(s, q_idx, q_val, start, stop):
+    """Apply queued changes [start, stop) to the targets and mark their owners dirty."""
+    size = q_idx.shape[0]
+    for k in range(start, stop):
+        idx = q_idx[k % size]
+        s.tgt[idx] = q_val[k % size]
+        s.dirty[s.owner_kind[idx], s.owner_id[idx]] = True
+        if s.owner_kind[idx] == OWN_CHANNEL:
+            # solo of one channel changes every channel's gain
+            for c in range(s.ch_base.shape[0]):
+                s.dirty[OWN_CHANNEL, c] = True
+        elif s.owner_kind[idx] == OWN_MONITOR:
+            # the system enum lives in the monitor block and switches every system
+            for m in range(s.sys_base.shape[0]):
+                s.dirty[OWN_SYSTEM, m] = True
+
+
+@kernel
+def _smooth(s, base, count):
+    """Advance parameters [base, base + count) one tick; True when all have arrived."""
+    k = s.consts[1]
+    settled = True
+    for i in range(base, base + count):
+        target = s.tgt[i]
+        if not s.continuous[i]:
+            s.cur[i] = target
+            continue
+        diff = target - s.cur[i]
+        if abs(diff) < 1e-6 * (1.0 + abs(target)):
+            s.cur[i] = target
+        else:
+            s.cur[i] += diff * k
+            settled = False
+    return settled
+
+
+# --------------------------------------------------------------------------------------
+# coefficient design (at ticks, while a strip is dirty)
+
+
+@kernel
+def _design_pass(out, highpass, on, freq_hz, slope, samplerate):
+    """Two sections of a Butterworth high/low-pass of 6…24 dB/oct, gliding off with ``on``.
+
+    ``on`` in 0…1 (smoothed toggle): the cutoff glides log-linearly from a parking
+    frequency outside the audio band, and at 0 the sections are bypassed exactly.
+    """
+    flt.set_bypass(out)
+    if on <= 0.0:
+        return
+    park = _HPF_PARK_HZ if highpass else _LPF_PARK_RATIO * samplerate
+    f = math.exp(math.log(park) + on * (math.log(freq_hz) - math.log(park)))
+    order = int(slope) + 1
+    kind2 = flt.HIGHPASS if highpass else flt.LOWPASS
+    if order % 2 == 1:
+        flt.design_biquad(flt.HIGHPASS1 if highpass else flt.LOWPASS1, f, 1.0, 0.0,
+                          samplerate, out[0])  # fmt: skip
+        if order == 3:
+            # third-order Butterworth: a first-order section and a pole pair with Q = 1
+            flt.design_biquad(kind2, f, 1.0, 0.0, samplerate, out[1])
+    else:
+        flt.design_butterworth(highpass, order, f, samplerate, out[: order // 2])
+
+
+@kernel
+def _design_eq4(out, cur, base, on, samplerate):
+    """Four bands (low shelf, peak, peak, high shelf) from gain/freq/q triples at ``base``."""
+    for b in range(4):
+        gain_db = cur[base + 3 * b] * on
+        if gain_db == 0.0:
+            flt.set_bypass(out[b : b + 1])
+            continue
+        if b == 0:
+            kind = flt.LOWSHELF
+        elif b == 3:
+            kind = flt.HIGHSHELF
+        else:
+            kind = flt.PEAK
+        flt.design_biquad(kind, cur[base + 3 * b + 1], cur[base + 3 * b + 2], gain_db,
+                          samplerate, out[b])  # fmt: skip
+
+
+@kernel
+def _pan_gains(pan, lanes, lane):
+    """(to-left, to-right) gains of one lane: constant-power pan, -3 dB at centre, for mono;
+    a balance control (the far side attenuated along the same law) for stereo."""
+    theta = (pan + 1.0) * math.pi / 4.0
+    if lanes == 1:
+        return math.cos(theta), math.sin(theta)
+    if lane == 0:
+        return (1.0 if pan <= 0.0 else math.sqrt(2.0) * math.cos(theta)), 0.0
+    return 0.0, (1.0 if pan >= 0.0 else math.sqrt(2.0) * math.sin(theta))
+
+
+@kernel
+def _update_channel(s, c, any_solo):
+    base = s.ch_base[c]
+    cur = s.cur
+    fs = s.consts[0]
+    lane0 = s.ch_lane0[c]
+    lanes = s.ch_lanes[c]
+    sec = s.scratch
+    _design_pass(sec[0:2], True, cur[base + CH_HPF_ON], cur[base + CH_HPF_FREQ],
+                 cur[base + CH_HPF_SLOPE], fs)  # fmt: skip
+    _design_pass(sec[2:4], False, cur[base + CH_LPF_ON], cur[base + CH_LPF_FREQ],
+                 cur[base + CH_LPF_SLOPE], fs)  # fmt: skip
+    _design_eq4(sec[4:8], cur, base + CH_EQ, cur[base + CH_EQ_ON], fs)
+    in_g = _db_to_gain(cur[base + CH_TRIM]) * (1.0 - 2.0 * cur[base + CH_POLARITY])
+    soloed = cur[base + CH_SOLO] > 0.5
+    audible = (1.0 - cur[base + CH_MUTE]) * (1.0 if (soloed or not any_solo) else 0.0)
+    fader = _db_to_gain(cur[base + CH_FADER]) * audible
+    n_fx = s.fx_base.shape[0]
+    for j in range(lanes):
+        lane = lane0 + j
+        for k in range(CH_SECTIONS):
+            for m in range(5):
+                s.ch_coefs[k, m, lane] = sec[k, m]
+        s.ch_in_g[1, lane] = in_g
+        gl, gr = _pan_gains(cur[base + CH_PAN], lanes, j)
+        s.ch_out_g[1, lane, 0] = fader * gl
+        s.ch_out_g[1, lane, 1] = fader * gr
+        s.ch_dest[lane] = int(cur[base + CH_BUS])
+        for f in range(n_fx):
+            level = _db_to_gain(cur[base + CH_SEND + 2 * f]) * audible
+            if cur[base + CH_SEND + 2 * f + 1] > 0.5:
+                # pre-fader: centre-panned mono lanes (-3 dB each side), stereo lanes as-is
+                if lanes == 1:
+                    pl, pr = math.sqrt(0.5), math.sqrt(0.5)
+                else:
+                    pl, pr = (1.0, 0.0) if j == 0 else (0.0, 1.0)
+                s.ch_send_g[1, lane, f, 0] = level * pl
+                s.ch_send_g[1, lane, f, 1] = level * pr
+            else:
+                s.ch_send_g[1, lane, f, 0] = level * fader * gl
+                s.ch_send_g[1, lane, f, 1] = level * fader * gr
+
+
+@kernel
+def _update_group(s, g):
+    base = s.grp_base[g]
+    s.grp_g[1, g] = _db_to_gain(s.cur[base + GRP_FADER]) * (1.0 - s.cur[base + GRP_MUTE])
+
+
+@kernel
+def _update_fx(s, f):
+    base = s.fx_base[f]
+    cur = s.cur
+    fs = s.consts[0]
+    eq = base + FX_EQ
+    sec = s.scratch[:FX_SECTIONS]
+    flt.design_biquad(flt.HIGHPASS, cur[eq], flt.BUTTERWORTH_Q, 0.0, fs, sec[0])
+    flt.design_biquad(flt.LOWPASS, cur[eq + 1], flt.BUTTERWORTH_Q, 0.0, fs, sec[1])
+    flt.design_biquad(flt.LOWSHELF, cur[eq + 3], flt.BUTTERWORTH_Q, cur[eq + 2], fs, sec[2])
+    flt.design_biquad(flt.HIGHSHELF, cur[eq + 5], flt.BUTTERWORTH_Q, cur[eq + 4], fs, sec[3])
+    for k in range(FX_SECTIONS):
+        for m in range(5):
+            for lane in range(2):
+                s.fx_coefs[f, k, m, lane] = sec[k, m]
+    s.fx_g[1, f] = _db_to_gain(cur[base + FX_FADER]) * (1.0 - cur[base + FX_MUTE])
+
+
+@kernel
+def _update_master(s):
+    base = s.bases[0]
+    cur = s.cur
+    fs = s.consts[0]
+    sec = s.scratch[:MST_SECTIONS]
+    hpf_on = cur[base + MST_HPF_ON]
+    # subsonic filter: fixed 24 dB/oct (slope index 3)
+    _design_pass(sec[0:2], True, hpf_on, cur[base + MST_HPF_FREQ], 3.0, fs)
+    _design_eq4(sec[2:6], cur, base + MST_EQ, cur[base + MST_EQ_ON], fs)
+    for k in range(MST_SECTIONS):
+        for m in range(5):
+            for lane in range(2):
+                s.mst_coefs[k, m, lane] = sec[k, m]
+    s.mst_g[1] = _db_to_gain(cur[base + MST_FADER])
+
+
+@kernel
+def _update_monitor(s):
+    base = s.bases[1]
+    cur = s.cur
+    s.mon_src_g[1] = cur[base + MON_SOURCE] if s.ext_in[0] >= 0 else 0.0
+    # The monitor controls are one 2x2 matrix on (L, R), rows are outputs, built in signal
+    # order: polarity, one-side solo, side, mono, swap; smoothed toggles blend each step
+    # with identity, so every switch is a short crossfade.
+    m = (1.0, 0.0, 0.0, 1.0)
+    pol = 1.0 - 2.0 * cur[base + MON_POLARITY]
+    m = _premul(m, (pol, 0.0, 0.0, 1.0), 1.0)
+    solo = int(cur[base + MON_SOLO])
+    if solo == 1:  # the left side on both speakers
+        m = _premul(m, (1.0, 0.0, 1.0, 0.0), 1.0)
+    elif solo == 2:
+        m = _premul(m, (0.0, 1.0, 0.0, 1.0), 1.0)
+    m = _premul(m, (0.5, -0.5, 0.5, -0.5), cur[base + MON_SIDE])
+    m = _premul(m, (0.5, 0.5, 0.5, 0.5), cur[base + MON_MONO])
+    m = _premul(m, (0.0, 1.0, 1.0, 0.0), cur[base + MON_SWAP])
+    ref = cur[base + MON_REFERENCE]
+    level_db = cur[base + MON_LEVEL] + ref * (
+        cur[base + MON_REFERENCE_LEVEL] - cur[base + MON_LEVEL]
+    )
+    gain = _db_to_gain(level_db)
+    gain *= 10.0 ** (cur[base + MON_DIM] * cur[base + MON_DIM_LEVEL] / 20.0)
+    gain *= 1.0 - cur[base + MON_CUT]
+    for k in range(4):
+        s.mon_m[1, k] = gain * m[k]
+
+
+@kernel
+def _premul(m, p, amount):
+    """``(I + amount * (P - I)) @ M`` for 2x2 matrices stored row-major as 4-tuples."""
+    q0 = 1.0 + amount * (p[0] - 1.0)
+    q1 = amount * p[1]
+    q2 = amount * p[2]
+    q3 = 1.0 + amount * (p[3] - 1.0)
+    return (
+        q0 * m[0] + q1 * m[2],
+        q0 * m[1] + q1 * m[3],
+        q2 * m[0] + q3 * m[2],
+        q2 * m[1] + q3 * m[3],
+    )
+
+
+@kernel
+def _update_system(s, m):
+    base = s.sys_base[m]
+    cur = s.cur
+    fs = s.consts[0]
+    if s.sys_flags[m, 1]:
+        on = cur[base + SYS_ON]
+    else:
+        on = 1.0 if int(cur[s.bases[1] + MON_SYSTEM]) == s.sys_flags[m, 2] else 0.0
+    s.sys_g[1, m] = on * _db_to_gain(cur[base + SYS_TRIM])
+    sec = s.scratch[:SYS_SECTIONS]
+    _design_eq4(sec, cur, base + SYS_EQ, 1.0, fs)
+    for k in range(SYS_SECTIONS):
+        for j in range(5):
+            for lane in range(2):
+                s.sys_coefs[m, k, j, lane] = sec[k, j]
+    s.sys_delay_n[m] = round(cur[base + SYS_DELAY] * 1e-3 * fs)
+
+
+@kernel
+def _tick(s):
+    """One control tick: smooth dirty strips' parameters and redesign what they drive."""
+    any_solo = False
+    for c in range(s.ch_base.shape[0]):
+        if s.tgt[s.ch_base[c] + CH_SOLO] > 0.5:
+            any_solo = True
+    for kind in range(6):
+        for i in range(s.dirty.shape[1]):
+            if not s.dirty[kind, i] or s.blocks[kind, i, 1] == 0:
+                continue
+            settled = _smooth(s, s.blocks[kind, i, 0], s.blocks[kind, i, 1])
+            if kind == OWN_CHANNEL:
+                _update_channel(s, i, any_solo)
+            elif kind == OWN_GROUP:
+                _update_group(s, i)
+            elif kind == OWN_FX:
+                _update_fx(s, i)
+            elif kind == OWN_MASTER:
+                _update_master(s)
+            elif kind == OWN_MONITOR:
+                _update_monitor(s)
+            else:
+                _update_system(s, i)
+            s.dirty[kind, i] = not settled
+
+
+# --------------------------------------------------------------------------------------
+# signal stages, each over frames [n0, n1) of the block
+
+
+@kernel
+def _run_sections(x, coefs, state):
+    """Run the biquad sections of a bank that are not bypassed in every lane."""
+    lanes = coefs.shape[2]
+    for k in range(coefs.shape[0]):
+        active = False
+        for lane in range(lanes):
+            if (
+                coefs[k, 0, lane] != 1.0
+                or coefs[k, 1, lane] != 0.0
+                or coefs[k, 2, lane] != 0.0
+                or coefs[k, 3, lane] != 0.0
+                or coefs[k, 4, lane] != 0.0
+            ):
+                active = True
+                break
+        if active:
+            flt.biquad_bank(x, x, coefs[k : k + 1], state[k : k + 1])
+        else:
+            state[k] = 0.0
+
+
+@kernel
+def _glide(g, i, a):
+    """One per-sample step of gain ``g[0, i...]`` toward ``g[1, i...]``; snaps when close."""
+    d = g[1, i] - g[0, i]
+    if abs(d) < 1e-9:
+        g[0, i] = g[1, i]
+    else:
+        g[0, i] += d * a
+
+
+@kernel
+def _channels(s, n0, n1):
+    x = s.ch_buf[n0:n1]
+    lanes = x.shape[1]
+    a = s.consts[2]
+    for i in range(n1 - n0):
+        for lane in range(lanes):
+            d = s.ch_in_g[1, lane] - s.ch_in_g[0, lane]
+            s.ch_in_g[0, lane] = s.ch_in_g[1, lane] if abs(d) < 1e-9 else s.ch_in_g[0, lane] + d * a
+            x[i, lane] *= s.ch_in_g[0, lane]
+    _run_sections(x, s.ch_coefs, s.ch_fstate)
+    n_fx = s.fx_buf.shape[0]
+    og = s.ch_out_g
+    sg = s.ch_send_g
+    for i in range(n1 - n0):
+        for lane in range(lanes):
+            v = x[i, lane]
+            dest = s.ch_dest[lane]
+            for side in range(2):
+                d = og[1, lane, side] - og[0, lane, side]
+                og[0, lane, side] = (
+                    og[1, lane, side] if abs(d) < 1e-9 else og[0, lane, side] + d * a
+                )
+                out = v * og[0, lane, side]
+                s.bus_buf[dest, n0 + i, side] += out
+                if abs(out) > s.ch_peak[lane]:
+                    s.ch_peak[lane] = abs(out)
+                for f in range(n_fx):
+                    d = sg[1, lane, f, side] - sg[0, lane, f, side]
+                    if abs(d) < 1e-9:
+                        sg[0, lane, f, side] = sg[1, lane, f, side]
+                    else:
+                        sg[0, lane, f, side] += d * a
+                    s.fx_buf[f, n0 + i, side] += v * sg[0, lane, f, side]
+
+
+@kernel
+def _groups(s, n0, n1):
+    a = s.consts[2]
+    for g in range(s.grp_base.shape[0]):
+        buf = s.bus_buf[1 + g, n0:n1]
+        for i in range(n1 - n0):
+            _glide(s.grp_g, g, a)
+            for side in range(2):
+                s.bus_buf[0, n0 + i, side] += buf[i, side] * s.grp_g[0, g]
+
+
+@kernel
+def _fx(s, n0, n1):
+    a = s.consts[2]
+    for f in range(s.fx_base.shape[0]):
+        wet = s.fx_buf[f, n0:n1]
+        _run_sections(wet, s.fx_coefs[f], s.fx_fstate[f])
+        for i in range(n1 - n0):
+            _glide(s.fx_g, f, a)
+            for side in range(2):
+                s.bus_buf[0, n0 + i, side] += wet[i, side] * s.fx_g[0, f]
+
+
+@kernel
+def _master(s, n0, n1):
+    a = s.consts[2]
+    x = s.bus_buf[0, n0:n1]
+    _run_sections(x, s.mst_coefs, s.mst_fstate)
+    for i in range(n1 - n0):
+        d = s.mst_g[1] - s.mst_g[0]
+        s.mst_g[0] = s.mst_g[1] if abs(d) < 1e-9 else s.mst_g[0] + d * a
+        for side in range(2):
+            v = x[i, side] * s.mst_g[0]
+            s.mst_buf[n0 + i, side] = v
+            if abs(v) > s.mst_peak[side]:
+                s.mst_peak[side] = abs(v)
+
+
+@kernel
+def _monitor(s, inp, n0, n1):
+    a = s.consts[2]
+    m = s.mon_m
+    has_ext = s.ext_in[0] >= 0
+    for i in range(n0, n1):
+        d = s.mon_src_g[1] - s.mon_src_g[0]
+        s.mon_src_g[0] = s.mon_src_g[1] if abs(d) < 1e-9 else s.mon_src_g[0] + d * a
+        left = s.mst_buf[i, 0]
+        right = s.mst_buf[i, 1]
+        if has_ext:
+            share = s.mon_src_g[0]
+            left += share * (_finite(inp[i, s.ext_in[0]]) - left)
+            right += share * (_finite(inp[i, s.ext_in[1]]) - right)
+        for k in range(4):
+            _glide(m, k, a)
+        s.mon_buf[i, 0] = m[0, 0] * left + m[0, 1] * right
+        s.mon_buf[i, 1] = m[0, 2] * left + m[0, 3] * right
+
+
+@kernel
+def _finite(v):
+    return v if math.isfinite(v) else 0.0
+
+
+@kernel
+def _systems(s, out, n0, n1):
+    a = s.consts[2]
+    n = n1 - n0
+    for m in range(s.sys_base.shape[0]):
+        if s.sys_g[0, m] == 0.0 and s.sys_g[1, m] == 0.0:
+            if s.sys_live[m]:
+                # silent now: forget the filter and delay memories so that the next switch
+                # to this system starts clean instead of replaying an old tail
+                s.sys_fstate[m] = 0.0
+                s.sys_delay[m] = 0.0
+                s.sys_live[m] = False
+            continue
+        s.sys_live[m] = True
+        buf = s.sys_buf[:n]
+        mono = s.sys_flags[m, 0]
+        for i in range(n):
+            _glide(s.sys_g, m, a)
+            g = s.sys_g[0, m]
+            left = s.mon_buf[n0 + i, 0] * g
+            right = s.mon_buf[n0 + i, 1] * g
+            if mono:
+                left = right = 0.5 * (left + right)
+            buf[i, 0] = left
+            buf[i, 1] = right
+        _run_sections(buf, s.sys_coefs[m], s.sys_fstate[m])
+        ring = s.sys_delay[m]
+        size = ring.shape[0]
+        delay = s.sys_delay_n[m]
+        pos = s.sys_delay_pos[m]
+        for i in range(n):
+            for side in range(2):
+                ring[pos, side] = buf[i, side]
+                buf[i, side] = ring[(pos - delay) % size, side]
+            pos = (pos + 1) % size
+        s.sys_delay_pos[m] = pos
+        for side in range(2):
+            col = s.sys_out[m, side]
+            if col < 0:
+                continue
+            for i in range(n):
+                out[n0 + i, col] += buf[i, side]
+
+
+@kernel
+def _engine_block(s, inp, out, q_idx, q_val, q_start, q_stop):
+    """Process one block: inp float32[n, inputs] -> out float32[n, outputs]."""
+    n = inp.shape[0]
+    _drain(s, q_idx, q_val, q_start, q_stop)
+    lanes = s.ch_buf.shape[1]
+    # Non-finite input: the lane's block becomes silence and the event is counted, so a
+    # broken converter or a bad file can never reach a filter state or a speaker.
+    for lane in range(lanes):
+        col = s.lane_in[lane]
+        bad = False
+        for i in range(n):
+            v = inp[i, col]
+            if not math.isfinite(v):
+                bad = True
+                break
+            s.ch_buf[i, lane] = v
+        if bad:
+            s.nan_events[lane] += 1
+            for i in range(n):
+                s.ch_buf[i, lane] = 0.0
+    if s.ext_in[0] >= 0:
+        for i in range(n):
+            if not (math.isfinite(inp[i, s.ext_in[0]]) and math.isfinite(inp[i, s.ext_in[1]])):
+                s.nan_events[lanes] += 1
+                break
+    s.bus_buf[:, :n] = 0.0
+    s.fx_buf[:, :n] = 0.0
+    out[:] = 0.0
+    s.ch_peak[:] = 0.0
+    s.mst_peak[:] = 0.0
+    moving = False
+    for kind in range(6):
+        for i in range(s.dirty.shape[1]):
+            if s.dirty[kind, i]:
+                moving = True
+    pos = 0
+    while pos < n:
+        phase = s.clock[0] % TICK
+        if phase == 0 and moving:
+            _tick(s)
+        seg = min(n - pos, TICK - phase) if moving else n - pos
+        end = pos + seg
+        _channels(s, pos, end)
+        _groups(s, pos, end)
+        _fx(s, pos, end)
+        _master(s, pos, end)
+        _monitor(s, inp, pos, end)
+        _systems(s, out, pos, end)
+        s.clock[0] += seg
+        pos = end
+    # last line of defence: nothing non-finite leaves the engine
+    guard = lanes + 1
+    for i in range(n):
+        for col in range(out.shape[1]):
+            if not math.isfinite(out[i, col]):
+                out[i, col] = 0.0
+                s.nan_events[guard] += 1
+    for col in range(out.shape[1]):
+        peak = 0.0
+        for i in range(n):
+            peak = max(peak, abs(out[i, col]))
+        s.out_peak[col] = peak
+
+
+# --------------------------------------------------------------------------------------
+# the Python side
+
+
+def _owners(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Owner kind and id of every slot, and (first slot, count) of every strip."""
+    reg = layout.registry
+    starts = [
+        (OWN_CHANNEL, layout.ch_base),
+        (OWN_GROUP, layout.grp_base),
+        (OWN_FX, layout.fx_base),
+        (OWN_MASTER, np.array([layout.master_base])),
+        (OWN_MONITOR, np.array([layout.monitor_base])),
+        (OWN_SYSTEM, layout.sys_base),
+    ]
+    flat = sorted((int(b), kind, i) for kind, bases in starts for i, b in enumerate(bases))
+    width = max(1, max(len(b) for _, b in starts))
+    kinds = np.zeros(len(reg), dtype=np.int64)
+    ids = np.zeros(len(reg), dtype=np.int64)
+    blocks = np.zeros((6, width, 2), dtype=np.int64)
+    for j, (base, kind, i) in enumerate(flat):
+        end = flat[j + 1][0] if j + 1 < len(flat) else len(reg)
+        kinds[base:end] = kind
+        ids[base:end] = i
+        blocks[kind, i] = (base, end - base)
+    return kinds, ids, blocks
+
+
+class Engine:
+    """The engine for one session: validated parameter changes in, audio blocks through.
+
+    ``set()`` may be called from any control thread; ``process()`` from one audio thread.
+    ``process`` takes float32 ``[frames, inputs]`` and writes float32 ``[frames, outputs]``
+    (``frames`` up to ``max_block_frames``), the layout sounddevice's callbacks use.
+    """
+
+    def __init__(self, session: Session, max_block_frames: int = MAX_BLOCK_FRAMES):
+        self.session = session
+        self.layout = build_layout(session)
+        self.registry: Registry = self.layout.registry
+        self.samplerate = session.samplerate
+        self.max_block_frames = int(max_block_frames)
+        self._lock = threading.Lock()  # producers only; the audio thread never takes it
+        self._q_idx = np.zeros(QUEUE_SIZE, dtype=np.int64)
+        self._q_val = np.zeros(QUEUE_SIZE, dtype=np.float64)
+        self._q_head = 0  # written by producers under the lock
+        self._q_tail = 0  # written by the audio thread only
+        self.state = self._build_state()
+        # design everything once from the defaults
+        self.state.dirty[:] = self.state.blocks[:, :, 1] > 0
+        self.state.tgt[:] = self.registry.values
+        self.state.cur[:] = self.registry.values
+        _tick(self.state)
+        for g in (
+            self.state.ch_in_g,
+            self.state.ch_out_g,
+            self.state.ch_send_g,
+            self.state.grp_g,
+            self.state.fx_g,
+            self.state.mst_g,
+            self.state.mon_src_g,
+            self.state.mon_m,
+            self.state.sys_g,
+        ):
+            g[0] = g[1]
+
+    # -- construction ---------------------------------------------------------------
+    def _build_state(self) -> EngineState:
+        session, layout, reg = self.session, self.layout, self.registry
+        n = self.max_block_frames
+        fs = float(session.samplerate)
+        lane_in, lane_ch, lane0 = [], [], []
+        for c, ch in enumerate(session.channels):
+            lane0.append(len(lane_in))
+            for i in ch.inputs:
+                lane_in.append(i - 1)
+                lane_ch.append(c)
+        lanes = len(lane_in)
+        n_grp, n_fx, n_sys = len(session.groups), len(session.fx), len(session.systems)
+        kinds, ids, blocks = _owners(layout)
+        exclusive = [m.name for m in session.systems if not m.additive]
+        sys_out = np.full((n_sys, 2), -1, dtype=np.int64)
+        sys_flags = np.zeros((n_sys, 3), dtype=np.int64)
+        for m, spec in enumerate(session.systems):
+            outs = [o - 1 for o in spec.outputs]
+            sys_out[m, : len(outs)] = outs
+            sys_flags[m] = (
+                spec.mono or len(outs) == 1,
+                spec.additive,
+                exclusive.index(spec.name) if not spec.additive else -1,
+            )
+        delay_len = math.ceil(MAX_SYSTEM_DELAY_MS * 1e-3 * fs) + 1
+        ext = [i - 1 for i in session.ext_inputs] or [-1, -1]
+        return EngineState(
+            tgt=np.zeros(len(reg)),
+            cur=np.zeros(len(reg)),
+            continuous=np.array([p.kind != ENUM for p in reg], dtype=np.bool_),
+            owner_kind=kinds,
+            owner_id=ids,
+            dirty=np.zeros(blocks.shape[:2], dtype=np.bool_),
+            blocks=blocks,
+            scratch=np.zeros((CH_SECTIONS, 5)),
+            clock=np.zeros(2, dtype=np.int64),
+            consts=np.array(
+                [
+                    fs,
+                    _one_pole_coef(PARAM_SMOOTH_MS, fs, TICK),
+                    _one_pole_coef(GAIN_SMOOTH_MS, fs, 1),
+                    0.0,
+                ]
+            ),
+            ch_base=layout.ch_base,
+            ch_lane0=np.array(lane0, dtype=np.int64),
+            ch_lanes=np.array([c.lanes for c in session.channels], dtype=np.int64),
+            lane_in=np.array(lane_in, dtype=np.int64),
+            lane_ch=np.array(lane_ch, dtype=np.int64),
+            grp_base=layout.grp_base,
+            fx_base=layout.fx_base,
+            bases=np.array([layout.master_base, layout.monitor_base], dtype=np.int64),
+            sys_base=layout.sys_base,
+            sys_out=sys_out,
+            sys_flags=sys_flags,
+            ext_in=np.array(ext, dtype=np.int64),
+            ch_buf=np.zeros((n, lanes)),
+            ch_coefs=np.zeros((CH_SECTIONS, 5, lanes)),
+            ch_fstate=np.zeros((CH_SECTIONS, 2, lanes)),
+            ch_in_g=np.zeros((2, lanes)),
+            ch_out_g=np.zeros((2, lanes, 2)),
+            ch_send_g=np.zeros((2, lanes, n_fx, 2)),
+            ch_dest=np.zeros(lanes, dtype=np.int64),
+            ch_peak=np.zeros(lanes),
+            nan_events=np.zeros(lanes + 2, dtype=np.int64),
+            bus_buf=np.zeros((1 + n_grp, n, 2)),
+            fx_buf=np.zeros((n_fx, n, 2)),
+            grp_g=np.zeros((2, n_grp)),
+            fx_coefs=np.zeros((n_fx, FX_SECTIONS, 5, 2)),
+            fx_fstate=np.zeros((n_fx, FX_SECTIONS, 2, 2)),
+            fx_g=np.zeros((2, n_fx)),
+            mst_coefs=np.zeros((MST_SECTIONS, 5, 2)),
+            mst_fstate=np.zeros((MST_SECTIONS, 2, 2)),
+            mst_g=np.zeros(2),
+            mst_buf=np.zeros((n, 2)),
+            mst_peak=np.zeros(2),
+            mon_src_g=np.zeros(2),
+            mon_m=np.zeros((2, 4)),
+            mon_buf=np.zeros((n, 2)),
+            sys_g=np.zeros((2, n_sys)),
+            sys_coefs=np.zeros((n_sys, SYS_SECTIONS, 5, 2)),
+            sys_fstate=np.zeros((n_sys, SYS_SECTIONS, 2, 2)),
+            sys_buf=np.zeros((n, 2)),
+            sys_delay=np.zeros((n_sys, delay_len, 2)),
+            sys_delay_pos=np.zeros(n_sys, dtype=np.int64),
+            sys_delay_n=np.zeros(n_sys, dtype=np.int64),
+            sys_live=np.zeros(n_sys, dtype=np.bool_),
+            out_peak=np.zeros(session.n_outputs),
+        )
+
+    # -- control side -------------------------------------------------------------------
+    def set(self, address: str, value: object) -> tuple[Param, float]:
+        """Validate ``value`` for ``address`` and queue it for the audio thread.
+
+        Raises ParamError for a bad address or value, QueueFull when the audio thread has
+        fallen behind by QUEUE_SIZE changes; never blocks on the audio thread.
+        """
+        param = self.registry[address]
+        number = param.validate(value)
+        with self._lock:
+            if self._q_head - self._q_tail >= QUEUE_SIZE:
+                raise QueueFull(f"{QUEUE_SIZE} parameter changes pending; {address} dropped")
+            slot = self._q_head % QUEUE_SIZE
+            self._q_idx[slot] = param.index
+            self._q_val[slot] = number
+            self.registry.values[param.index] = number
+            self._q_head += 1
+        return param, number
+
+    def get(self, address: str) -> float:
+        return self.registry.get(address)
+
+    # -- audio side -----------------------------------------------------------------------
+    def process(self, inp: np.ndarray, out: np.ndarray) -> None:
+        """One block: ``inp`` float32[frames, n_inputs] -> ``out`` float32[frames, n_outputs]."""
+        head = self._q_head
+        _engine_block(self.state, inp, out, self._q_idx, self._q_val, self._q_tail, head)
+        self._q_tail = head
+
+    def render(self, inp: np.ndarray, block_frames: int = 4096) -> np.ndarray:
+        """Offline: process a whole float32 ``[frames, n_inputs]`` array, return the outputs."""
+        inp = np.ascontiguousarray(inp, dtype=np.float32)
+        if inp.ndim != 2 or inp.shape[1] != self.session.n_inputs:
+            raise ValueError(f"input must be [frames, {self.session.n_inputs}], got {inp.shape}")
+        out = np.zeros((len(inp), self.session.n_outputs), dtype=np.float32)
+        step = min(block_frames, self.max_block_frames)
+        for start in range(0, len(inp), step):
+            self.process(inp[start : start + step], out[start : start + step])
+        return out
+
+    @property
+    def nan_events(self) -> int:
+        return int(self.state.nan_events.sum())

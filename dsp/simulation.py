@@ -1,0 +1,282 @@
+"""Monitor-section simulations: how the mix will sound in a car, on earbuds, a phone, a laptop.
+
+Each simulation is data (:class:`SimulationSpec`): EQ biquads ``(kind, freq_hz, q, gain_db)``,
+Butterworth band limits, a stereo width (0 = mono sum), optional light-compression settings
+(applied later by the engine's compressor from ``dsp/dynamics.py``), and the TARGET POINTS
+that the filters are fitted to. The curves are the device's response relative to the studio
+monitors, i.e. what changes when the same mix is played there.
+
+The target points are representative values that we chose inside the ranges and shapes the
+cited sources report; they are not digitised from one measured device (device-to-device
+spread in every class is several dB). tests/dsp/test_simulation.py checks that the biquads
+hit every target within ±1 dB at 44.1, 48 and 96 kHz (fitted worst case 0.65 dB).
+
+========  ==================================================  =================================
+chain     target points (Hz: dB re chain input)              basis
+========  ==================================================  =================================
+car       30: +8, 50: +10, 100: +6, 200: +2, 1k: 0, 10k: -2  bass lift of in-car targets and
+                                                              preferences; flat mids; -2 dB
+                                                              treble [1][2][3]
+earbuds   30: -14, 50: -9, 100: -5, 200: +1, 1k: 0,          low-frequency loss of an unsealed
+          6.5k: +4, 12k: -1                                   fit; upper-bass hump; insert
+                                                              canal resonance [4][5][6]
+phone     300: -18, 500: -5, 800: +3, 2k: +1.5, 4k: +2,       micro-speaker resonance 0.6-1 kHz
+          10k: -1 (mono)                                      in a sealed back volume, 12 dB/oct
+                                                              below plus a protection high-pass
+                                                              [7][8][9]
+laptop    100: -16, 150: -6, 200: 0, 1k: +1, 2.5k: +3,        small drivers, f3 ~ 170 Hz,
+          10k: 0 (width 0.6)                                  presence peak; narrow speaker
+                                                              spacing [7][9][10]
+========  ==================================================  =================================
+
+Realisation (what the filters are):
+
+* car: low shelf 120 Hz Q 0.7 +10 dB (cabin gain plus the tuning's bass lift), high shelf
+  5 kHz -2 dB, 2nd-order Butterworth high-pass at 25 Hz (door woofers, cabin leakage). Width
+  0.8: the driver sits ~0.35 m off the centre line, so the near door dominates and the
+  phantom image collapses toward it (our approximation, not a measured value). Light
+  compression (threshold -20 dB, 2:1, 10/200 ms) stands for listening over road noise.
+* earbuds: 2nd-order high-pass 40 Hz and low shelf 120 Hz -8 dB (bass lost through the leak
+  of a non-sealing earbud), peak 200 Hz +2 dB Q 0.9, peak 6.5 kHz +4 dB Q 2.5 (the occluded
+  canal's resonance), 2nd-order low-pass 14 kHz. Width 1: headphones have no acoustic
+  crosstalk; a crossfeed would be needed to model that, not a width.
+* phone: high-pass 750 Hz Q 1.3 (the resonance peak and 12 dB/octave below it), 2nd-order
+  Butterworth high-pass 300 Hz (the excursion-protection filter of the phone's smart amp),
+  peak 4 kHz +2 dB Q 1.2, 2nd-order low-pass 12 kHz. Mono sum. Compression -12 dB, 4:1,
+  1/100 ms for the smart amplifier's limiter.
+* laptop: high-pass 240 Hz Q 1.3, 2nd-order Butterworth high-pass 80 Hz, peak 2.5 kHz +3 dB
+  Q 1, 2nd-order low-pass 15 kHz. Width 0.6: speakers ~0.3 m apart at ~0.5 m span about
+  ±17° instead of the ±30° of a standard stereo triangle; by the stereophonic law of sines
+  [10] every phantom image shrinks by sin(17°)/sin(30°) = 0.58. Compression -10 dB, 3:1,
+  2/150 ms for the laptop's output limiter.
+
+Sources:
+[1] F. E. Toole, "The measurement and calibration of sound reproducing systems", JAES
+    63(7/8), 2015, sec. 4.2 and Fig. 15: in-car curves (Olive & Welti; Clark; Binelli &
+    Farina; five luxury cars) all boost the bass, agree with a good room through the mids.
+[2] P. Dennis, "In-vehicle audio system sound quality preference study", AES Convention
+    Paper 9393, 139th Convention, 2015: listeners preferred +13 dB bass and -2 dB treble
+    relative to a flat in-car response.
+[3] Cabin gain: below the cabin's lowest axial mode (roughly 50-70 Hz in a passenger car)
+    the closed cabin acts as a pressure chamber and the level rises toward low frequencies;
+    the same rise is visible in the measured car curves of [1].
+[4] S. Olive, T. Welti and O. Khonsaripour, "A statistical model that predicts listeners'
+    preference ratings of in-ear headphones: Part 1", AES Convention Paper 9840, 143rd
+    Convention, 2017 (Harman in-ear target; the role of fit and leakage in the bass).
+[5] D. Hammershøi and H. Møller, "Sound transmission to and within the human ear canal",
+    JASA 100(1), 1996 (ear-canal resonances; the occluded canal shifts them upward).
+[6] J. Rämö and V. Välimäki, "Digital augmented reality audio headset", Journal of
+    Electrical and Computer Engineering, 2012 (measures how the leakage of insert earphones
+    attenuates the low frequencies).
+[7] R. H. Small, "Closed-box loudspeaker systems, Part 1: Analysis", JAES 20(10), 1972
+    (2nd-order high-pass of a sealed box at its resonance, Q set by the box).
+[8] Micro-speaker data sheets (rectangular micro-speakers of ~1-2 cm in back volumes of
+    ~1 cm³): resonance in the enclosure of roughly 0.6-1 kHz; no single datasheet is
+    reproduced here.
+[9] W. Klippel, "Loudspeaker nonlinearities - causes, parameters, symptoms", JAES 54(10),
+    2006 (why small transducers are high-passed and limited: excursion).
+[10] B. B. Bauer, "Phasor analysis of some stereophonic phenomena", JASA 33(11), 1961
+    (stereophonic law of sines).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from studiod.dsp._jit import kernel
+from studiod.dsp.filters import (
+    KIND_NAMES,
+    as_frames,
+    biquad_bank,
+    design_biquad,
+    design_butterworth,
+    from_frames,
+)
+from studiod.dsp.stereo import make_width_state, stereo_width
+
+
+@dataclass(frozen=True)
+class CompressionSettings:
+    """Light compression for a simulation, applied by the engine's compressor."""
+
+    threshold_db: float
+    ratio: float
+    attack_ms: float
+    release_ms: float
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    """One monitor simulation as data (see the module docstring for sources).
+
+    filters: RBJ biquads ``(kind, freq_hz, q, gain_db)``, kind a key of filters.KIND_NAMES;
+    highpass_hz/lowpass_hz: Butterworth band limits of even ``*_order`` (None = none);
+    width: side gain of stereo.stereo_width (0 = mono sum, 1 = unchanged);
+    targets: ``(freq_hz, gain_db)`` points the filter chain is fitted to.
+    """
+
+    description: str
+    filters: tuple[tuple[str, float, float, float], ...]
+    highpass_hz: float | None
+    highpass_order: int
+    lowpass_hz: float | None
+    lowpass_order: int
+    width: float
+    compression: CompressionSettings | None
+    targets: tuple[tuple[float, float], ...]
+
+    @property
+    def mono(self) -> bool:
+        return self.width == 0.0
+
+    @property
+    def sections(self) -> int:
+        count = len(self.filters)
+        if self.highpass_hz is not None:
+            count += self.highpass_order // 2
+        if self.lowpass_hz is not None:
+            count += self.lowpass_order // 2
+        return count
+
+
+SIMULATIONS: dict[str, SimulationSpec] = {
+    "car": SimulationSpec(
+        description="car cabin, driver's seat",
+        filters=(("lowshelf", 120.0, 0.7, 10.0), ("highshelf", 5000.0, 0.707, -2.0)),
+        highpass_hz=25.0,
+        highpass_order=2,
+        lowpass_hz=None,
+        lowpass_order=2,
+        width=0.8,
+        compression=CompressionSettings(-20.0, 2.0, 10.0, 200.0),
+        targets=((30, 8.0), (50, 10.0), (100, 6.0), (200, 2.0), (1000, 0.0), (10000, -2.0)),
+    ),
+    "earbuds": SimulationSpec(
+        description="consumer earbuds, unsealed fit",
+        filters=(
+            ("lowshelf", 120.0, 0.7, -8.0),
+            ("peak", 200.0, 0.9, 2.0),
+            ("peak", 6500.0, 2.5, 4.0),
+        ),
+        highpass_hz=40.0,
+        highpass_order=2,
+        lowpass_hz=14000.0,
+        lowpass_order=2,
+        width=1.0,
+        compression=None,
+        targets=(
+            (30, -14.0),
+            (50, -9.0),
+            (100, -5.0),
+            (200, 1.0),
+            (1000, 0.0),
+            (6500, 4.0),
+            (12000, -1.0),
+        ),
+    ),
+    "phone": SimulationSpec(
+        description="phone loudspeaker, mono",
+        filters=(("highpass", 750.0, 1.3, 0.0), ("peak", 4000.0, 1.2, 2.0)),
+        highpass_hz=300.0,
+        highpass_order=2,
+        lowpass_hz=12000.0,
+        lowpass_order=2,
+        width=0.0,
+        compression=CompressionSettings(-12.0, 4.0, 1.0, 100.0),
+        targets=((300, -18.0), (500, -5.0), (800, 3.0), (2000, 1.5), (4000, 2.0), (10000, -1.0)),
+    ),
+    "laptop": SimulationSpec(
+        description="laptop speakers",
+        filters=(("highpass", 240.0, 1.3, 0.0), ("peak", 2500.0, 1.0, 3.0)),
+        highpass_hz=80.0,
+        highpass_order=2,
+        lowpass_hz=15000.0,
+        lowpass_order=2,
+        width=0.6,
+        compression=CompressionSettings(-10.0, 3.0, 2.0, 150.0),
+        targets=((100, -16.0), (150, -6.0), (200, 0.0), (1000, 1.0), (2500, 3.0), (10000, 0.0)),
+    ),
+}
+
+
+def design_simulation(name: str, samplerate: float) -> np.ndarray:
+    """The chain's biquads, float64[sections, 5] (EQ first, then the band limits)."""
+    if name not in SIMULATIONS:
+        raise ValueError(f"unknown simulation {name!r}; one of {sorted(SIMULATIONS)}")
+    if not (math.isfinite(samplerate) and samplerate > 0):
+        raise ValueError(f"samplerate must be positive, got {samplerate}")
+    spec = SIMULATIONS[name]
+    coefs = np.zeros((spec.sections, 5))
+    row = 0
+    for kind, freq_hz, q, gain_db in spec.filters:
+        design_biquad(KIND_NAMES[kind], freq_hz, q, gain_db, float(samplerate), coefs[row])
+        row += 1
+    for freq_hz, order, highpass in (
+        (spec.highpass_hz, spec.highpass_order, True),
+        (spec.lowpass_hz, spec.lowpass_order, False),
+    ):
+        if freq_hz is not None:
+            design_butterworth(
+                highpass, order, freq_hz, float(samplerate), coefs[row : row + order // 2]
+            )
+            row += order // 2
+    return coefs
+
+
+@kernel
+def simulation_process(x, y, coefs, state, width, width_coefs, width_state, scratch):
+    """A simulation's filters, then its width/mono sum, on a stereo block.
+
+    x, y: float64[n, 2] (y may be x); coefs float64[sections, 5, 2], state
+    float64[sections, 2, 2] (biquad_bank layout); width 0…1 (0 = mono sum); width_coefs,
+    width_state, scratch from stereo.make_width_state (the width's side filter is bypassed).
+    """
+    biquad_bank(x, y, coefs, state)
+    stereo_width(y, y, width, width_coefs, width_state, scratch)
+
+
+def make_simulation_state(name: str, samplerate: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(coefs[sections, 5, 2], state[sections, 2, 2])`` for :func:`simulation_process`."""
+    coefs = design_simulation(name, samplerate)
+    bank = np.ascontiguousarray(np.repeat(coefs[:, :, None], 2, axis=2))
+    return bank, np.zeros((len(coefs), 2, 2))
+
+
+class Simulation:
+    """One monitor simulation (filters + width/mono) on stereo audio, for offline use and tests.
+
+    Compression (``spec.compression``) is not applied here; the engine runs it afterwards.
+
+    >>> sim = Simulation("phone", samplerate=48000)
+    >>> y = sim.process(x)  # x: (n, 2)
+    """
+
+    def __init__(self, name: str, samplerate: float):
+        self.coefs = design_simulation(name, samplerate)
+        self.name = name
+        self.spec = SIMULATIONS[name]
+        self.samplerate = float(samplerate)
+        self._bank, self.state = make_simulation_state(name, samplerate)
+        self._width_coefs, self._width_state, self._scratch = make_width_state()
+
+    def reset(self) -> None:
+        self.state[:] = 0.0
+        self._width_state[:] = 0.0
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        frames = as_frames(x)
+        if frames.shape[1] != 2:
+            raise ValueError(f"simulations take (n, 2) audio, got {frames.shape[1]} lanes")
+        simulation_process(
+            frames,
+            frames,
+            self._bank,
+            self.state,
+            self.spec.width,
+            self._width_coefs,
+            self._width_state,
+            self._scratch,
+        )
+        return from_frames(frames, x)
