@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from studiod.daemon.audiofile import write_atomic
 from studiod.dsp.demo_session import DEMO_SETTINGS, demo_session, synthesize
 from studiod.dsp.engine import Engine

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.signal as ss
+
 from studiod.dsp.session import ChannelSpec, FxSpec, GroupSpec, MonitorSystemSpec, Session
 
 BPM = 120.0

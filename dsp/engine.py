@@ -26,7 +26,9 @@ import threading
 from collections import namedtuple
 
 import numpy as np
+
 from studiod.dsp import filters as flt
+from studiod.dsp import linphase, stereo
 from studiod.dsp._jit import kernel
 from studiod.dsp.layout import (
     CH_BUS,
@@ -64,19 +66,28 @@ from studiod.dsp.layout import (
     MON_SWAP,
     MON_SYSTEM,
     MST_EQ,
+    MST_EQ_MODE,
     MST_EQ_ON,
     MST_FADER,
     MST_HPF_FREQ,
     MST_HPF_ON,
+    MST_MONOBASS,
+    MST_SAT_DRIVE,
+    MST_SAT_MIX,
+    MST_SAT_ON,
+    MST_WIDTH,
     SYS_DELAY,
     SYS_EQ,
     SYS_ON,
+    SYS_SIM,
     SYS_TRIM,
     Layout,
     build_layout,
 )
 from studiod.dsp.registry import ENUM, FADER_OFF_DB, Param, Registry
 from studiod.dsp.session import MAX_BLOCK_FRAMES, Session
+from studiod.dsp.session import SIMULATIONS as SIMULATION_NAMES
+from studiod.dsp.simulation import SIMULATIONS, design_simulation
 
 TICK = 32  # samples between parameter-smoothing steps (0.67 ms at 48 kHz)
 PARAM_SMOOTH_MS = 20.0
@@ -159,6 +170,17 @@ EngineState = namedtuple(
         "mst_coefs",  # float64[6, 5, 2]
         "mst_fstate",  # float64[6, 2, 2]
         "mst_g",  # float64[2]: fader gain current, target
+        "mst_width",  # float64[1]: side gain
+        "mst_width_coefs",  # float64[2, 5, 1] mono-below side high-pass
+        "mst_width_state",  # float64[2, 2, 1]
+        "width_scratch",  # float64[WIDTH_CHUNK, 1]
+        "mst_sat",  # float64[3]: saturator g, 1/g, mix
+        "sat_branch",  # float64[70] halfband polyphase branch
+        "sat_hist_x",
+        "sat_hist_even",
+        "sat_hist_odd",
+        "sat_counters",
+        "lp_state",  # linphase.LinphaseState of the linear-phase master EQ
         "mst_buf",  # float64[N, 2]
         "mst_peak",  # float64[2]
         # monitor
@@ -173,6 +195,12 @@ EngineState = namedtuple(
         "sys_delay_pos",  # int64[S]: write position
         "sys_delay_n",  # int64[S]: delay in samples
         "sys_live",  # bool[S]: processed in the last block
+        "sim_bank",  # float64[simulations, sections, 5, 2], index 0 = none
+        "sim_width",  # float64[simulations]
+        "sys_sim",  # int64[S]: simulation the state below belongs to
+        "sys_sim_state",  # float64[S, sections, 2, 2]
+        "sys_width_state",  # float64[S, 2, 2, 1]
+        "bypass_width",  # float64[2, 5, 1] a bypassed side filter
         "out_peak",  # float64[O]
     ],
 )
@@ -251,8 +279,9 @@ def _design_pass(out, highpass, on, freq_hz, slope, samplerate):
     order = int(slope) + 1
     kind2 = flt.HIGHPASS if highpass else flt.LOWPASS
     if order % 2 == 1:
-        flt.design_biquad(flt.HIGHPASS1 if highpass else flt.LOWPASS1, f, 1.0, 0.0,
-                          samplerate, out[0])  # fmt: skip
+        flt.design_biquad(
+            flt.HIGHPASS1 if highpass else flt.LOWPASS1, f, 1.0, 0.0, samplerate, out[0]
+        )
         if order == 3:
             # third-order Butterworth: a first-order section and a pole pair with Q = 1
             flt.design_biquad(kind2, f, 1.0, 0.0, samplerate, out[1])
@@ -274,8 +303,9 @@ def _design_eq4(out, cur, base, on, samplerate):
             kind = flt.HIGHSHELF
         else:
             kind = flt.PEAK
-        flt.design_biquad(kind, cur[base + 3 * b + 1], cur[base + 3 * b + 2], gain_db,
-                          samplerate, out[b])  # fmt: skip
+        flt.design_biquad(
+            kind, cur[base + 3 * b + 1], cur[base + 3 * b + 2], gain_db, samplerate, out[b]
+        )
 
 
 @kernel
@@ -298,10 +328,17 @@ def _update_channel(s, c, any_solo):
     lane0 = s.ch_lane0[c]
     lanes = s.ch_lanes[c]
     sec = s.scratch
-    _design_pass(sec[0:2], True, cur[base + CH_HPF_ON], cur[base + CH_HPF_FREQ],
-                 cur[base + CH_HPF_SLOPE], fs)  # fmt: skip
-    _design_pass(sec[2:4], False, cur[base + CH_LPF_ON], cur[base + CH_LPF_FREQ],
-                 cur[base + CH_LPF_SLOPE], fs)  # fmt: skip
+    _design_pass(
+        sec[0:2], True, cur[base + CH_HPF_ON], cur[base + CH_HPF_FREQ], cur[base + CH_HPF_SLOPE], fs
+    )
+    _design_pass(
+        sec[2:4],
+        False,
+        cur[base + CH_LPF_ON],
+        cur[base + CH_LPF_FREQ],
+        cur[base + CH_LPF_SLOPE],
+        fs,
+    )
     _design_eq4(sec[4:8], cur, base + CH_EQ, cur[base + CH_EQ_ON], fs)
     in_g = _db_to_gain(cur[base + CH_TRIM]) * (1.0 - 2.0 * cur[base + CH_POLARITY])
     soloed = cur[base + CH_SOLO] > 0.5
@@ -366,12 +403,18 @@ def _update_master(s):
     hpf_on = cur[base + MST_HPF_ON]
     # subsonic filter: fixed 24 dB/oct (slope index 3)
     _design_pass(sec[0:2], True, hpf_on, cur[base + MST_HPF_FREQ], 3.0, fs)
-    _design_eq4(sec[2:6], cur, base + MST_EQ, cur[base + MST_EQ_ON], fs)
+    # in linear-phase mode the bands run as an FIR designed by the control side
+    linear = cur[base + MST_EQ_MODE] > 0.5
+    _design_eq4(sec[2:6], cur, base + MST_EQ, 0.0 if linear else cur[base + MST_EQ_ON], fs)
     for k in range(MST_SECTIONS):
         for m in range(5):
             for lane in range(2):
                 s.mst_coefs[k, m, lane] = sec[k, m]
     s.mst_g[1] = _db_to_gain(cur[base + MST_FADER])
+    s.mst_width[0] = cur[base + MST_WIDTH]
+    stereo.design_width(cur[base + MST_MONOBASS], fs, s.mst_width_coefs)
+    mix = cur[base + MST_SAT_MIX] * cur[base + MST_SAT_ON]
+    stereo.design_saturator(cur[base + MST_SAT_DRIVE], mix, s.mst_sat)
 
 
 @kernel
@@ -561,10 +604,32 @@ def _fx(s, n0, n1):
 
 
 @kernel
-def _master(s, n0, n1):
+def _master(s, lp_head, lp_spectra, n0, n1):
     a = s.consts[2]
     x = s.bus_buf[0, n0:n1]
     _run_sections(x, s.mst_coefs, s.mst_fstate)
+    if s.cur[s.bases[0] + MST_EQ_MODE] > 0.5:
+        lp = s.lp_state
+        linphase.linphase_process(
+            x,
+            x,
+            lp_head,
+            lp_spectra,
+            lp.hist,
+            lp.fdl,
+            lp.acc,
+            lp.fftbuf,
+            lp.tail,
+            lp.twiddle,
+            lp.bitrev,
+            lp.counters,
+        )
+    stereo.stereo_width(x, x, s.mst_width[0], s.mst_width_coefs, s.mst_width_state, s.width_scratch)
+    # the saturator always runs (its dry path is a fixed delay) so that switching it never
+    # changes the master's latency; with mix 0 it only delays
+    stereo.saturate(
+        x, x, s.mst_sat, s.sat_branch, s.sat_hist_x, s.sat_hist_even, s.sat_hist_odd, s.sat_counters
+    )
     for i in range(n1 - n0):
         d = s.mst_g[1] - s.mst_g[0]
         s.mst_g[0] = s.mst_g[1] if abs(d) < 1e-9 else s.mst_g[0] + d * a
@@ -626,6 +691,16 @@ def _systems(s, out, n0, n1):
             buf[i, 0] = left
             buf[i, 1] = right
         _run_sections(buf, s.sys_coefs[m], s.sys_fstate[m])
+        sim = int(s.cur[s.sys_base[m] + SYS_SIM])
+        if sim != s.sys_sim[m]:
+            s.sys_sim_state[m] = 0.0
+            s.sys_width_state[m] = 0.0
+            s.sys_sim[m] = sim
+        if sim > 0:
+            _run_sections(buf, s.sim_bank[sim], s.sys_sim_state[m])
+            stereo.stereo_width(
+                buf, buf, s.sim_width[sim], s.bypass_width, s.sys_width_state[m], s.width_scratch
+            )
         ring = s.sys_delay[m]
         size = ring.shape[0]
         delay = s.sys_delay_n[m]
@@ -645,7 +720,7 @@ def _systems(s, out, n0, n1):
 
 
 @kernel
-def _engine_block(s, inp, out, q_idx, q_val, q_start, q_stop):
+def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_stop):
     """Process one block: inp float32[n, inputs] -> out float32[n, outputs]."""
     n = inp.shape[0]
     _drain(s, q_idx, q_val, q_start, q_stop)
@@ -690,7 +765,7 @@ def _engine_block(s, inp, out, q_idx, q_val, q_start, q_stop):
         _channels(s, pos, end)
         _groups(s, pos, end)
         _fx(s, pos, end)
-        _master(s, pos, end)
+        _master(s, lp_head, lp_spectra, pos, end)
         _monitor(s, inp, pos, end)
         _systems(s, out, pos, end)
         s.clock[0] += seg
@@ -757,6 +832,9 @@ class Engine:
         self._q_head = 0  # written by producers under the lock
         self._q_tail = 0  # written by the audio thread only
         self.state = self._build_state()
+        self._lp_taps = linphase.default_taps(self.samplerate)
+        self._lp = self._design_linear_phase()
+        self._lp_dirty = False
         # design everything once from the defaults
         self.state.dirty[:] = self.state.blocks[:, :, 1] > 0
         self.state.tgt[:] = self.registry.values
@@ -801,6 +879,16 @@ class Engine:
                 exclusive.index(spec.name) if not spec.additive else -1,
             )
         delay_len = math.ceil(MAX_SYSTEM_DELAY_MS * 1e-3 * fs) + 1
+        sims = [design_simulation(name, fs) for name in SIMULATION_NAMES[1:]]
+        sim_sections = max(len(c) for c in sims)
+        sim_bank = np.zeros((len(SIMULATION_NAMES), sim_sections, 5, 2))
+        sim_bank[:, :, 0, :] = 1.0  # bypass rows pad the shorter chains
+        for k, coefs in enumerate(sims, start=1):
+            sim_bank[k, : len(coefs)] = coefs[:, :, None]
+        sim_width = np.array([1.0] + [SIMULATIONS[name].width for name in SIMULATION_NAMES[1:]])
+        width_coefs, _, width_scratch = stereo.make_width_state()
+        sat = stereo.make_saturator_state(2)
+        taps = linphase.default_taps(fs)
         ext = [i - 1 for i in session.ext_inputs] or [-1, -1]
         return EngineState(
             tgt=np.zeros(len(reg)),
@@ -850,6 +938,17 @@ class Engine:
             mst_coefs=np.zeros((MST_SECTIONS, 5, 2)),
             mst_fstate=np.zeros((MST_SECTIONS, 2, 2)),
             mst_g=np.zeros(2),
+            mst_width=np.ones(1),
+            mst_width_coefs=width_coefs.copy(),
+            mst_width_state=np.zeros((2, 2, 1)),
+            width_scratch=width_scratch,
+            mst_sat=np.zeros(3),
+            sat_branch=stereo.HALFBAND_BRANCH,
+            sat_hist_x=sat[0],
+            sat_hist_even=sat[1],
+            sat_hist_odd=sat[2],
+            sat_counters=sat[3],
+            lp_state=linphase.make_linphase_state(taps, 2),
             mst_buf=np.zeros((n, 2)),
             mst_peak=np.zeros(2),
             mon_src_g=np.zeros(2),
@@ -863,6 +962,12 @@ class Engine:
             sys_delay_pos=np.zeros(n_sys, dtype=np.int64),
             sys_delay_n=np.zeros(n_sys, dtype=np.int64),
             sys_live=np.zeros(n_sys, dtype=np.bool_),
+            sim_bank=sim_bank,
+            sim_width=sim_width,
+            sys_sim=np.zeros(n_sys, dtype=np.int64),
+            sys_sim_state=np.zeros((n_sys, sim_sections, 2, 2)),
+            sys_width_state=np.zeros((n_sys, 2, 2, 1)),
+            bypass_width=width_coefs,
             out_peak=np.zeros(session.n_outputs),
         )
 
@@ -883,7 +988,27 @@ class Engine:
             self._q_val[slot] = number
             self.registry.values[param.index] = number
             self._q_head += 1
+            if param.address.startswith(("/master/eq/", "/master/eq/mode")):
+                self._lp_dirty = True
         return param, number
+
+    def service(self) -> None:
+        """Control-side upkeep, called from a control thread (the daemon's service loop, or
+        ``render`` between blocks): designs the linear-phase master EQ after its parameters
+        changed and swaps it in by reference."""
+        if self._lp_dirty:
+            self._lp_dirty = False
+            self._lp = self._design_linear_phase()
+
+    def _design_linear_phase(self) -> tuple[np.ndarray, np.ndarray]:
+        """The master EQ bands as a linear-phase FIR, partitioned for the engine."""
+        values = self.registry.values
+        base = self.layout.master_base
+        coefs = np.zeros((4, 5))
+        _design_eq4(coefs, values, base + MST_EQ, values[base + MST_EQ_ON], float(self.samplerate))
+        fir = np.zeros(self._lp_taps)
+        linphase.design_linphase_fir(coefs, float(self.samplerate), fir)
+        return linphase.make_linphase_coefs(np.column_stack([fir, fir]))
 
     def get(self, address: str) -> float:
         return self.registry.get(address)
@@ -892,7 +1017,10 @@ class Engine:
     def process(self, inp: np.ndarray, out: np.ndarray) -> None:
         """One block: ``inp`` float32[frames, n_inputs] -> ``out`` float32[frames, n_outputs]."""
         head = self._q_head
-        _engine_block(self.state, inp, out, self._q_idx, self._q_val, self._q_tail, head)
+        lp_head, lp_spectra = self._lp
+        _engine_block(
+            self.state, lp_head, lp_spectra, inp, out, self._q_idx, self._q_val, self._q_tail, head
+        )
         self._q_tail = head
 
     def render(self, inp: np.ndarray, block_frames: int = 4096) -> np.ndarray:
@@ -903,8 +1031,15 @@ class Engine:
         out = np.zeros((len(inp), self.session.n_outputs), dtype=np.float32)
         step = min(block_frames, self.max_block_frames)
         for start in range(0, len(inp), step):
+            self.service()
             self.process(inp[start : start + step], out[start : start + step])
         return out
+
+    @property
+    def latency_samples(self) -> int:
+        """Delay of the master chain (saturator halfband, linear-phase EQ when in use)."""
+        linear = self.registry.get("/master/eq/mode") > 0.5
+        return stereo.SATURATOR_LATENCY + ((self._lp_taps - 1) // 2 if linear else 0)
 
     @property
     def nan_events(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from studiod.dsp._jit import kernel
 
 # Filter kinds (ints so that jitted code can switch on them).

@@ -50,6 +50,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+
 from studiod.dsp._jit import kernel
 from studiod.dsp.filters import as_frames, from_frames
 

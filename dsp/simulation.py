@@ -85,6 +85,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from studiod.dsp._jit import kernel
 from studiod.dsp.filters import (
     KIND_NAMES,

@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from studiod.dsp._jit import kernel
 from studiod.dsp.filters import (
     BUTTERWORTH_Q,
@@ -234,6 +235,16 @@ def saturate(x, y, params, branch, hist_x, hist_even, hist_odd, counters):
     for i in range(n):
         for lane in range(lanes):
             hist_x[pos, lane] = x[i, lane]
+        if mix == 0.0:
+            # Bypassed: only the dry delay runs (the latency stays the same, so switching
+            # the saturator never shifts the signal in time); the wet histories restart
+            # from silence when it is switched back in.
+            for lane in range(lanes):
+                hist_even[pos, lane] = 0.0
+                hist_odd[pos, lane] = 0.0
+                y[i, lane] = hist_x[(pos - SATURATOR_LATENCY) & mask, lane]
+            pos = (pos + 1) & mask
+            continue
         for lane in range(lanes):
             # Upsampler, polyphase: the even 2x sample is the branch FIR (x2 for the zero
             # stuffing), the odd one is the centre tap (0.5 x 2) on a delayed input.

@@ -49,6 +49,13 @@ def settle(engine: Engine, seconds: float = 0.3) -> None:
     engine.render(np.zeros((int(seconds * FS), SESSION.n_inputs), np.float32), 64)
 
 
+def play(engine: Engine, x: np.ndarray, block_frames: int = 64) -> np.ndarray:
+    """Render and drop the master chain's latency, so output frame i answers input frame i."""
+    lat = engine.latency_samples
+    padded = np.concatenate([x, np.zeros((lat, x.shape[1]), np.float32)])
+    return engine.render(padded, block_frames)[lat:]
+
+
 def inputs(n: int, **columns) -> np.ndarray:
     x = np.zeros((n, SESSION.n_inputs), np.float32)
     for name, signal in columns.items():
@@ -63,7 +70,7 @@ def noise(n: int, seed: int = 0, level: float = 0.1) -> np.ndarray:
 def test_mono_channel_at_centre_is_minus_3_db_on_each_side():
     engine = bare_engine()
     x = noise(4800)
-    y = engine.render(inputs(4800, c1=x), 64)
+    y = play(engine, inputs(4800, c1=x))
     np.testing.assert_allclose(y[:, 0], x * math.sqrt(0.5), atol=1e-6)
     np.testing.assert_allclose(y[:, 1], x * math.sqrt(0.5), atol=1e-6)
     assert not y[:, 2:].any()
@@ -73,7 +80,7 @@ def test_mono_channel_at_centre_is_minus_3_db_on_each_side():
 def test_pan_law_is_constant_power(pan):
     engine = bare_engine(**{"/ch/1/pan": pan})
     x = noise(4800)
-    y = engine.render(inputs(4800, c1=x), 64)
+    y = play(engine, inputs(4800, c1=x))
     theta = (pan + 1.0) * math.pi / 4.0
     np.testing.assert_allclose(y[:, 0], x * math.cos(theta), atol=1e-6)
     np.testing.assert_allclose(y[:, 1], x * math.sin(theta), atol=1e-6)
@@ -84,7 +91,7 @@ def test_pan_law_is_constant_power(pan):
 def test_stereo_channel_balance_keeps_sides_apart():
     engine = bare_engine(**{"/ch/3/pan": 0.5})
     left, right = noise(4800, 1), noise(4800, 2)
-    y = engine.render(inputs(4800, c3=left, c4=right), 64)
+    y = play(engine, inputs(4800, c3=left, c4=right))
     theta = 1.5 * math.pi / 4.0
     np.testing.assert_allclose(y[:, 0], left * math.sqrt(2) * math.cos(theta), atol=1e-6)
     np.testing.assert_allclose(y[:, 1], right, atol=1e-6)
@@ -93,7 +100,7 @@ def test_stereo_channel_balance_keeps_sides_apart():
 def test_fader_trim_and_polarity_multiply():
     engine = bare_engine(**{"/ch/1/fader": -6.0, "/ch/1/trim": 3.0, "/ch/1/polarity": 1})
     x = noise(4800)
-    y = engine.render(inputs(4800, c1=x), 64)
+    y = play(engine, inputs(4800, c1=x))
     gain = -(10 ** (-3.0 / 20)) * math.sqrt(0.5)
     np.testing.assert_allclose(y[:, 0], x * gain, atol=1e-6)
 
@@ -101,7 +108,7 @@ def test_fader_trim_and_polarity_multiply():
 def test_channel_eq_band_matches_the_analog_reference():
     engine = bare_engine(**{"/ch/1/eq/2/gain": 6.0, "/ch/1/eq/2/freq": 1000.0, "/ch/1/eq/2/q": 1.4})
     x = noise(9600)
-    y = engine.render(inputs(9600, c1=x), 64)
+    y = play(engine, inputs(9600, c1=x))
     b, a = rbj_reference_ba("peak", 1000.0, 1.4, 6.0, FS)
     ref = ss.lfilter(b, a, x.astype(float)) * math.sqrt(0.5)
     np.testing.assert_allclose(y[:, 0], ref, atol=2e-6)
@@ -111,7 +118,7 @@ def test_channel_eq_band_matches_the_analog_reference():
 def test_channel_high_pass_slopes_are_butterworth(slope, order):
     engine = bare_engine(**{"/ch/1/hpf/on": 1, "/ch/1/hpf/freq": 120.0, "/ch/1/hpf/slope": slope})
     x = noise(9600)
-    y = engine.render(inputs(9600, c1=x), 64)
+    y = play(engine, inputs(9600, c1=x))
     sos = ss.butter(order, 120.0, "highpass", fs=FS, output="sos")
     ref = ss.sosfilt(sos, x.astype(float)) * math.sqrt(0.5)
     np.testing.assert_allclose(y[:, 0], ref, atol=2e-6)
@@ -119,17 +126,17 @@ def test_channel_high_pass_slopes_are_butterworth(slope, order):
 
 def test_mute_and_solo_in_place():
     engine = bare_engine(**{"/ch/1/solo": 1})
-    y = engine.render(inputs(4800, c1=noise(4800, 1), c2=noise(4800, 2)), 64)
+    y = play(engine, inputs(4800, c1=noise(4800, 1), c2=noise(4800, 2)))
     np.testing.assert_allclose(y[:, 0], noise(4800, 1) * math.sqrt(0.5), atol=1e-6)
     engine = bare_engine(**{"/ch/1/mute": 1})
-    y = engine.render(inputs(4800, c1=noise(4800, 1), c2=noise(4800, 2)), 64)
+    y = play(engine, inputs(4800, c1=noise(4800, 1), c2=noise(4800, 2)))
     np.testing.assert_allclose(y[:, 0], noise(4800, 2) * math.sqrt(0.5), atol=1e-6)
 
 
 def test_group_routing_and_group_fader():
     engine = bare_engine(**{"/ch/1/bus": "drums", "/bus/drums/fader": -6.0})
     x = noise(4800)
-    y = engine.render(inputs(4800, c1=x), 64)
+    y = play(engine, inputs(4800, c1=x))
     np.testing.assert_allclose(y[:, 0], x * math.sqrt(0.5) * 10 ** (-6 / 20), atol=1e-6)
 
 
@@ -155,7 +162,8 @@ def test_monitor_system_switch_moves_the_signal_without_a_click():
     second = engine.render(inputs(FS - 4800, c1=x[4800:]), 64)
     y = np.concatenate([first, second])
     assert np.max(np.abs(y[-4800:, :2])) < 1e-6
-    np.testing.assert_allclose(y[-4800:, 2], x[-4800:] * math.sqrt(0.5), atol=1e-6)
+    lat = engine.latency_samples
+    np.testing.assert_allclose(y[-4800:, 2], x[-4800 - lat : -lat] * math.sqrt(0.5), atol=1e-6)
     natural_step = 0.9 * math.sqrt(0.5) * 2 * np.pi * 200 / FS
     assert np.max(np.abs(np.diff(y[:, :4], axis=0))) < natural_step * 1.05
 
@@ -163,7 +171,7 @@ def test_monitor_system_switch_moves_the_signal_without_a_click():
 def test_mono_system_and_additive_system():
     engine = bare_engine(**{"/monitor/system": "mono", "/monitor/sub/on": 1})
     left, right = noise(4800, 1), noise(4800, 2)
-    y = engine.render(inputs(4800, c3=left, c4=right), 64)
+    y = play(engine, inputs(4800, c3=left, c4=right))
     np.testing.assert_allclose(y[:, 4], 0.5 * (left + right), atol=1e-6)
     np.testing.assert_allclose(y[:, 5], 0.5 * (left + right), atol=1e-6)
     assert not y[:, :4].any()
@@ -180,15 +188,17 @@ def test_mono_system_and_additive_system():
         ({"/monitor/polarity": 1}, [[-1, 0], [0, 1]]),
         ({"/monitor/dim": 1, "/monitor/dim/level": -20.0}, [[0.1, 0], [0, 0.1]]),
         ({"/monitor/level": -6.0}, [[10 ** (-6 / 20), 0], [0, 10 ** (-6 / 20)]]),
-        ({"/monitor/reference": 1, "/monitor/reference/level": -12.0}, [[10 ** (-0.6), 0],
-                                                                      [0, 10 ** (-0.6)]]),
+        (
+            {"/monitor/reference": 1, "/monitor/reference/level": -12.0},
+            [[10 ** (-0.6), 0], [0, 10 ** (-0.6)]],
+        ),
         ({"/monitor/cut": 1}, [[0, 0], [0, 0]]),
     ],
 )
 def test_monitor_matrix(settings, matrix):
     engine = bare_engine(**settings)
     left, right = noise(4800, 1), noise(4800, 2)
-    y = engine.render(inputs(4800, c3=left, c4=right), 64)
+    y = play(engine, inputs(4800, c3=left, c4=right))
     m = np.array(matrix, dtype=float)
     np.testing.assert_allclose(y[:, 0], m[0, 0] * left + m[0, 1] * right, atol=1e-6)
     np.testing.assert_allclose(y[:, 1], m[1, 0] * left + m[1, 1] * right, atol=1e-6)
@@ -205,7 +215,7 @@ def test_external_source_replaces_the_mix():
 def test_system_delay_and_trim():
     engine = bare_engine(**{"/monitor/studio/delay": 10.0, "/monitor/studio/trim": -6.0})
     x = noise(4800)
-    y = engine.render(inputs(4800, c1=x), 64)
+    y = play(engine, inputs(4800, c1=x))
     d = 480
     ref = x[:-d] * math.sqrt(0.5) * 10 ** (-6 / 20)
     np.testing.assert_allclose(y[d:, 0], ref, atol=1e-6)

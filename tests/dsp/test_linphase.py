@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.signal as ss
+
 from studiod.dsp.filters import HIGHPASS, HIGHSHELF, LOWPASS, LOWSHELF, PEAK, design_biquad
 from studiod.dsp.linphase import LinearPhaseEQ, default_taps
 

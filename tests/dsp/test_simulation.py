@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.signal as ss
+
 from studiod.dsp.simulation import SIMULATIONS, Simulation, design_simulation
 
 RATES = (44100, 48000, 96000)

@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import scipy.signal as ss
+
 from studiod.dsp.stereo import HALFBAND, Saturator, StereoWidth
 
 RNG_SEED = 11

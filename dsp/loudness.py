@@ -1,0 +1,927 @@
+"""BS.1770-4 / EBU R 128 loudness meter: momentary, short-term, integrated, LRA, peaks, correlation.
+
+One jitted kernel, ``loudness_process``, runs the whole meter over a block of audio
+(float32 or float64 ``[n, lanes]``) with state preallocated by ``make_state``; the audio
+thread calls it every block and the control thread reads the published ``meters`` array.
+``LoudnessMeter`` wraps it for offline use and tests; ``measure`` analyses a whole signal.
+
+Signal path (ITU-R BS.1770-4 Annex 1, EBU Tech 3341 V4, EBU Tech 3342 V4):
+
+* K-weighting: the pre-filter (high shelf, +4 dB) and the RLB high-pass, re-derived for any
+  sample rate from their analog prototypes (f0, Q, gain) with the bilinear transform, as in
+  libebur128 (``ebur128_init_filter``) and B. De Man, "Evaluation of implementations of the
+  EBU R128 loudness measurement", AES 145th Convention, 2018. At 48 kHz the coefficients equal
+  the BS.1770-4 Tables 1 and 2 to 1e-15. Two refinements keep other rates reading like 48 kHz
+  (see ``design_kweighting``): the high-pass keeps the table's pass-band gain at every rate,
+  and below 44.1 kHz the shelf is magnitude-matched (Vicanek 2016) instead of bilinear.
+* Mean squares are accumulated in sub-blocks of 10 ms (20 or 50 ms at rates where 10 ms is not
+  a whole number of samples) into a ring covering 3 s. Every sub-block the 400 ms (momentary)
+  and 3 s (short-term) windows are summed from the ring, which gives the maxima a 10 ms
+  time resolution (EBU Tech 3341 cases 10, 11, 13 and 14 start tones between 100 ms hops).
+* Every 100 ms (10 Hz, EBU Tech 3341 section 2.2) the momentary and short-term values are
+  published, the 400 ms window becomes a gating block (BS.1770-4 eq. 3: 400 ms, 75 % overlap)
+  and the 3 s window a loudness-range value (EBU Tech 3342 V4: >= 10 Hz sampling).
+* Gating blocks and short-term values go into histograms that hold, per 0.01 LU bin from
+  -70 to +30 LUFS, the exact sum of the blocks' mean squares and their count (a coarse 1 LU
+  level above it makes every update O(200)). Memory is constant for any run length.
+
+Error bound of the histograms. The absolute gate (-70 LUFS) is applied per block, exactly.
+The energy sums are exact, so the integrated loudness is exact except for the classification
+of the blocks in the one 0.01 LU bin that contains the relative threshold: that bin is kept
+as a whole when its mean loudness is above the threshold. The result therefore equals the
+exact BS.1770-4 value for a relative threshold moved by less than 0.01 LU (and is identical
+to it whenever no block lies within 0.01 LU of the threshold). The loudness-range percentiles
+are read as the mean loudness of the bin that holds the percentile's rank (EBU Tech 3342
+rank ``round((n - 1) p)``), within 0.01 LU of the exact order statistic, so LRA is within
+0.02 LU of the exact value (for the same gate classification as above).
+
+Conventions. Loudness is in LUFS, ``-inf`` where there is no signal energy or the window has
+not yet been filled since the last reset (momentary: 400 ms, short-term: 3 s). Integrated
+loudness is ``-inf`` until a gating block is above -70 LUFS. LRA is 0.0 until a short-term
+value passes both gates. Peaks are linear in the state and dBFS / dBTP in the Python API,
+``-inf`` for silence. Correlation (Pearson, of lanes 0 and 1, i.e. L and R, on the unweighted
+signal) over the last 400 ms and over the programme is NaN in the state and ``None`` in the
+Python API where undefined: mono, before 400 ms, or when either channel is constant (silence).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from studiod.dsp._jit import kernel
+from studiod.dsp.filters import biquad_bank, to_sos
+from studiod.dsp.truepeak import design_interpolator, oversampling_factor, truepeak_bank
+
+# --- BS.1770-4 constants -------------------------------------------------------------------
+LUFS_OFFSET = -0.691  # BS.1770-4 Annex 1 eq. (2)
+ABSOLUTE_GATE_LUFS = -70.0  # BS.1770-4 Annex 1, Gamma_a
+RELATIVE_GATE_LU = -10.0  # BS.1770-4 Annex 1, eq. (6)
+LRA_RELATIVE_GATE_LU = -20.0  # EBU Tech 3342, relative gate for the short-term values
+LRA_LOW_PERCENTILE = 0.10  # EBU Tech 3342: 10th to 95th percentile
+LRA_HIGH_PERCENTILE = 0.95
+
+# K-weighting analog prototypes, as derived by B. De Man (AES 145, 2018) and used by
+# libebur128: pre-filter high shelf (f0, gain, Q and the band-edge gain exponent) and the
+# RLB high-pass (f0, Q). With fs = 48 kHz they reproduce BS.1770-4 Tables 1 and 2.
+SHELF_F0_HZ = 1681.974450955533
+SHELF_GAIN_DB = 3.999843853973347
+SHELF_Q = 0.7071752369554196
+SHELF_VB_EXPONENT = 0.4996667741545416
+HIGHPASS_F0_HZ = 38.13547087602444
+HIGHPASS_Q = 0.5003270373238773
+
+MIN_SAMPLERATE = 8000.0
+MAX_SAMPLERATE = 192000.0
+
+# Channel weights G_i, BS.1770-4 Annex 1 Table 3 (Ls, Rs 1.41; LFE excluded).
+LAYOUTS = {
+    "mono": (1.0,),
+    "stereo": (1.0, 1.0),
+    "5.0": (1.0, 1.0, 1.0, 1.41, 1.41),  # L R C Ls Rs
+    "5.1": (1.0, 1.0, 1.0, 0.0, 1.41, 1.41),  # L R C LFE Ls Rs
+}
+DEFAULT_LAYOUT = {1: "mono", 2: "stereo", 5: "5.0", 6: "5.1"}
+
+# --- histograms ------------------------------------------------------------------------------
+HIST_MIN_LUFS = ABSOLUTE_GATE_LUFS
+HIST_BINS_PER_LU = 100  # 0.01 LU bins, like libebur128's histogram mode
+HIST_BINS = 10000  # -70 .. +30 LUFS; louder blocks share the top bin (their energy stays exact)
+HIST_FINE_PER_COARSE = 100
+HIST_COARSE_BINS = HIST_BINS // HIST_FINE_PER_COARSE
+HIST_INTEGRATED = 0
+HIST_LRA = 1
+
+# --- state layout ----------------------------------------------------------------------------
+CFG_SUB_FRAMES = 0  # frames per sub-block
+CFG_SUBS_PER_HOP = 1  # sub-blocks per 100 ms
+CFG_MOMENTARY_SUBS = 2  # sub-blocks per 400 ms
+CFG_SHORTTERM_SUBS = 3  # sub-blocks per 3 s (= ring length)
+CFG_TRUE_PEAK = 4  # 1: run the true-peak interpolator
+CFG_SIZE = 5
+
+CNT_FRAMES_IN_SUB = 0
+CNT_SUBS = 1  # sub-blocks completed since reset
+CNT_NONFINITE = 2  # blocks after which a non-finite filter state was cleared
+CNT_SIZE = 3
+
+# Columns of the ring: weighted K-filtered energy, then the correlation sums of lanes 0, 1.
+RING_COLS = 6
+
+# Published values (read by the control thread) and programme accumulators.
+MOMENTARY = 0
+SHORTTERM = 1
+INTEGRATED = 2
+LRA = 3
+MOMENTARY_MAX = 4
+SHORTTERM_MAX = 5
+CORRELATION = 6
+PROGRAMME_CORRELATION = 7
+LRA_LOW = 8
+LRA_HIGH = 9
+INTEGRATED_THRESHOLD = 10  # relative gate of the integrated loudness, LUFS
+LRA_THRESHOLD = 11
+_PROG_N = 16  # frames, sum x, sum y, sum xx, sum yy, sum xy of lanes 0 and 1
+METERS_SIZE = 22
+
+# Correlation variance below this fraction of the raw power counts as a constant signal.
+_CORR_REL_EPS = 1e-12
+
+DEFAULT_CHUNK_FRAMES = 512
+
+
+# =============================================================================================
+# Coefficients
+# =============================================================================================
+
+
+@kernel
+def _shelf_analog_gain_sq(freq_hz):
+    """|H(j 2 pi f)|^2 of the analog pre-filter (Vh s^2 + Vb s / Q + 1) / (s^2 + s / Q + 1)."""
+    vh = 10.0 ** (SHELF_GAIN_DB / 20.0)
+    vb = vh**SHELF_VB_EXPONENT
+    x = freq_hz / SHELF_F0_HZ
+    num = (1.0 - vh * x * x) ** 2 + (vb * x / SHELF_Q) ** 2
+    den = (1.0 - x * x) ** 2 + (x / SHELF_Q) ** 2
+    return num / den
+
+
+@kernel
+def _matched_shelf(samplerate, out):
+    """Pre-filter by magnitude matching (M. Vicanek, "Matched Second Order Digital Filters",
+    2016): impulse-invariant poles, numerator matched to the analog magnitude at DC, at
+    min(f0, fs/4) and at Nyquist. Used below 44.1 kHz, where the bilinear transform's
+    frequency warping moves the shelf by up to 0.29 dB (at 8 kHz; matched: 0.04 dB)."""
+    w0 = 2.0 * math.pi * SHELF_F0_HZ / samplerate
+    zeta = 1.0 / (2.0 * SHELF_Q)  # < 1 for this prototype
+    a1 = -2.0 * math.exp(-zeta * w0) * math.cos(math.sqrt(1.0 - zeta * zeta) * w0)
+    a2 = math.exp(-2.0 * zeta * w0)
+    big_a0 = (1.0 + a1 + a2) ** 2
+    big_a1 = (1.0 - a1 + a2) ** 2
+    big_a2 = -4.0 * a2
+    # |A|^2 = A0 phi0 + A1 phi1 + A2 phi2 with phi1 = sin^2(w/2), phi0 = 1 - phi1,
+    # phi2 = 4 phi0 phi1; the same form for |B|^2. DC gives B0, Nyquist B1, f_m gives B2.
+    b_0 = big_a0 * _shelf_analog_gain_sq(0.0)
+    b_1 = big_a1 * _shelf_analog_gain_sq(samplerate / 2.0)
+    f_m = min(SHELF_F0_HZ, samplerate / 4.0)
+    phi1 = math.sin(math.pi * f_m / samplerate) ** 2
+    phi0 = 1.0 - phi1
+    phi2 = 4.0 * phi0 * phi1
+    a_sq = big_a0 * phi0 + big_a1 * phi1 + big_a2 * phi2
+    b_2 = (_shelf_analog_gain_sq(f_m) * a_sq - b_0 * phi0 - b_1 * phi1) / phi2
+    w = 0.5 * (math.sqrt(b_0) + math.sqrt(b_1))
+    b0 = 0.5 * (w + math.sqrt(max(w * w + b_2, 0.0)))
+    out[0] = b0
+    out[1] = 0.5 * (math.sqrt(b_0) - math.sqrt(b_1))
+    out[2] = -b_2 / (4.0 * b0)
+    out[3] = a1
+    out[4] = a2
+
+
+@kernel
+def design_kweighting(samplerate, out):
+    """K-weighting for ``samplerate`` (Hz) into ``out`` (float64[2, 5], rows [b0 b1 b2 a1 a2]).
+
+    Row 0, pre-filter (high shelf): from 44.1 kHz up the bilinear transform of the analog
+    prototype with prewarping at f0 (libebur128, De Man 2018), which at 48 kHz is BS.1770-4
+    Table 1; below 44.1 kHz the magnitude-matched design of ``_matched_shelf``.
+    Row 1, RLB high-pass: bilinear transform with prewarping; BS.1770-4 Table 2 keeps its
+    numerator at [1, -2, 1], i.e. a pass-band gain of 1 + K/Q + K^2 (+0.043 dB at 48 kHz,
+    +0.26 dB at 8 kHz). The numerator is scaled so that every rate keeps the 48 kHz gain that
+    the -0.691 of BS.1770 eq. 2 is calibrated for (the factor is exactly 1 at 48 kHz).
+    """
+    if samplerate >= 44100.0:
+        k = math.tan(math.pi * SHELF_F0_HZ / samplerate)
+        vh = 10.0 ** (SHELF_GAIN_DB / 20.0)
+        vb = vh**SHELF_VB_EXPONENT
+        a0 = 1.0 + k / SHELF_Q + k * k
+        out[0, 0] = (vh + vb * k / SHELF_Q + k * k) / a0
+        out[0, 1] = 2.0 * (k * k - vh) / a0
+        out[0, 2] = (vh - vb * k / SHELF_Q + k * k) / a0
+        out[0, 3] = 2.0 * (k * k - 1.0) / a0
+        out[0, 4] = (1.0 - k / SHELF_Q + k * k) / a0
+    else:
+        _matched_shelf(samplerate, out[0])
+    k = math.tan(math.pi * HIGHPASS_F0_HZ / samplerate)
+    a0 = 1.0 + k / HIGHPASS_Q + k * k
+    k48 = math.tan(math.pi * HIGHPASS_F0_HZ / 48000.0)
+    gain = (1.0 + k48 / HIGHPASS_Q + k48 * k48) / a0
+    out[1, 0] = gain
+    out[1, 1] = -2.0 * gain
+    out[1, 2] = gain
+    out[1, 3] = 2.0 * (k * k - 1.0) / a0
+    out[1, 4] = (1.0 - k / HIGHPASS_Q + k * k) / a0
+
+
+def kweighting_sos(samplerate: float) -> np.ndarray:
+    """The K-weighting filter for ``samplerate`` as scipy ``sos`` (float64[2, 6])."""
+    _check_samplerate(samplerate)
+    coefs = np.zeros((2, 5))
+    design_kweighting(float(samplerate), coefs)
+    return to_sos(coefs)
+
+
+def block_geometry(samplerate: float) -> tuple[int, int]:
+    """(frames per sub-block, sub-blocks per 100 ms) for ``samplerate``.
+
+    100 ms is ``round(fs / 10)`` frames (exact at every common rate); it is split into the
+    finest of 10, 5, 4, 2 or 1 equal sub-blocks, i.e. 10 ms wherever that is whole samples.
+    """
+    hop = round(samplerate / 10.0)
+    for subs in (10, 5, 4, 2, 1):
+        if hop % subs == 0:
+            return hop // subs, subs
+    return hop, 1
+
+
+# =============================================================================================
+# Kernels
+# =============================================================================================
+
+
+@kernel
+def _lufs(energy):
+    """Loudness of a weighted mean square (BS.1770-4 eq. 2); -inf for no energy."""
+    if energy > 0.0:
+        return LUFS_OFFSET + 10.0 * math.log10(energy)
+    return -math.inf
+
+
+@kernel
+def _hist_add(fine, coarse, energy, lufs):
+    """Add one block (mean square ``energy``, loudness ``lufs`` > -70) to a histogram."""
+    pos = (lufs - HIST_MIN_LUFS) * HIST_BINS_PER_LU
+    idx = math.floor(pos) if pos < HIST_BINS else HIST_BINS - 1
+    idx = min(max(idx, 0), HIST_BINS - 1)
+    fine[idx, 0] += energy
+    fine[idx, 1] += 1.0
+    c = idx // HIST_FINE_PER_COARSE
+    coarse[c, 0] += energy
+    coarse[c, 1] += 1.0
+
+
+@kernel
+def _first_bin_above(fine, threshold_lufs):
+    """Lowest bin kept by a gate at ``threshold_lufs``.
+
+    Bins wholly above the threshold are kept; the bin that contains it is kept when its
+    mean loudness is above the threshold (the only approximation, see module docstring).
+    """
+    pos = (threshold_lufs - HIST_MIN_LUFS) * HIST_BINS_PER_LU
+    if pos < 0.0:
+        return 0
+    t = math.floor(pos) if pos < HIST_BINS else HIST_BINS - 1
+    if fine[t, 1] > 0.0 and _lufs(fine[t, 0] / fine[t, 1]) > threshold_lufs:
+        return t
+    return t + 1
+
+
+@kernel
+def _sum_from(fine, coarse, first):
+    """(energy, count) of all bins >= ``first``."""
+    energy = 0.0
+    count = 0.0
+    if first >= HIST_BINS:
+        return energy, count
+    c = first // HIST_FINE_PER_COARSE
+    for b in range(first, (c + 1) * HIST_FINE_PER_COARSE):
+        energy += fine[b, 0]
+        count += fine[b, 1]
+    for cc in range(c + 1, HIST_COARSE_BINS):
+        energy += coarse[cc, 0]
+        count += coarse[cc, 1]
+    return energy, count
+
+
+@kernel
+def _bin_at_rank(fine, coarse, first, rank):
+    """Index of the bin that holds the ``rank``-th (0-based, ascending) value from ``first``."""
+    seen = 0.0
+    c = first // HIST_FINE_PER_COARSE
+    for b in range(first, (c + 1) * HIST_FINE_PER_COARSE):
+        seen += fine[b, 1]
+        if seen > rank:
+            return b
+    for cc in range(c + 1, HIST_COARSE_BINS):
+        if seen + coarse[cc, 1] > rank:
+            for b in range(cc * HIST_FINE_PER_COARSE, (cc + 1) * HIST_FINE_PER_COARSE):
+                seen += fine[b, 1]
+                if seen > rank:
+                    return b
+        seen += coarse[cc, 1]
+    return HIST_BINS - 1
+
+
+@kernel
+def _integrated_from_hist(fine, coarse, meters):
+    """Gated integrated loudness (BS.1770-4 eqs. 5-7) from the gating-block histogram."""
+    total = 0.0
+    count = 0.0
+    for c in range(HIST_COARSE_BINS):
+        total += coarse[c, 0]
+        count += coarse[c, 1]
+    if count == 0.0:
+        meters[INTEGRATED] = -math.inf
+        meters[INTEGRATED_THRESHOLD] = -math.inf
+        return
+    threshold = _lufs(total / count) + RELATIVE_GATE_LU
+    energy, kept = _sum_from(fine, coarse, _first_bin_above(fine, threshold))
+    meters[INTEGRATED_THRESHOLD] = threshold
+    meters[INTEGRATED] = _lufs(energy / kept) if kept > 0.0 else -math.inf
+
+
+@kernel
+def _lra_from_hist(fine, coarse, meters):
+    """Loudness range (EBU Tech 3342) from the short-term histogram."""
+    total = 0.0
+    count = 0.0
+    for c in range(HIST_COARSE_BINS):
+        total += coarse[c, 0]
+        count += coarse[c, 1]
+    if count == 0.0:
+        meters[LRA] = 0.0
+        meters[LRA_LOW] = -math.inf
+        meters[LRA_HIGH] = -math.inf
+        meters[LRA_THRESHOLD] = -math.inf
+        return
+    threshold = _lufs(total / count) + LRA_RELATIVE_GATE_LU
+    first = _first_bin_above(fine, threshold)
+    _, kept = _sum_from(fine, coarse, first)
+    meters[LRA_THRESHOLD] = threshold
+    if kept == 0.0:
+        meters[LRA] = 0.0
+        meters[LRA_LOW] = -math.inf
+        meters[LRA_HIGH] = -math.inf
+        return
+    # Tech 3342 reference implementation: sorted index round((n - 1) * p).
+    lo = _bin_at_rank(fine, coarse, first, math.floor((kept - 1.0) * LRA_LOW_PERCENTILE + 0.5))
+    hi = _bin_at_rank(fine, coarse, first, math.floor((kept - 1.0) * LRA_HIGH_PERCENTILE + 0.5))
+    low_lufs = _lufs(fine[lo, 0] / fine[lo, 1])
+    high_lufs = _lufs(fine[hi, 0] / fine[hi, 1])
+    meters[LRA_LOW] = low_lufs
+    meters[LRA_HIGH] = high_lufs
+    meters[LRA] = high_lufs - low_lufs
+
+
+@kernel
+def _pearson(n, sx, sy, sxx, syy, sxy):
+    """Pearson correlation from raw sums; NaN when either signal is constant."""
+    vx = sxx - sx * sx / n
+    vy = syy - sy * sy / n
+    if n <= 0.0 or vx <= _CORR_REL_EPS * sxx or vy <= _CORR_REL_EPS * syy:
+        return math.nan
+    r = (sxy - sx * sy / n) / math.sqrt(vx * vy)
+    return min(max(r, -1.0), 1.0)
+
+
+@kernel
+def _window_energy(ring, newest, subs):
+    """Sum of column 0 of the last ``subs`` ring rows, ending at row ``newest``."""
+    size = ring.shape[0]
+    total = 0.0
+    row = newest
+    for _ in range(subs):
+        total += ring[row, 0]
+        row = row - 1 if row > 0 else size - 1
+    return total
+
+
+@kernel
+def _finish_sub(weights, config, counters, sub_acc, ring, hist_fine, hist_coarse, meters):
+    """Close a sub-block: fill the ring, update windows, maxima, gates and published values."""
+    lanes = weights.shape[0]
+    frames = config[CFG_SUB_FRAMES]
+    per_hop = config[CFG_SUBS_PER_HOP]
+    m_subs = config[CFG_MOMENTARY_SUBS]
+    s_subs = config[CFG_SHORTTERM_SUBS]
+    done = counters[CNT_SUBS]
+    row = done % s_subs
+    energy = 0.0
+    for lane in range(lanes):
+        energy += weights[lane] * sub_acc[lane]
+        sub_acc[lane] = 0.0
+    ring[row, 0] = energy
+    finite = True
+    for j in range(1, RING_COLS):
+        v = sub_acc[lanes + j - 1]
+        ring[row, j] = v
+        sub_acc[lanes + j - 1] = 0.0
+        finite = finite and math.isfinite(v)
+    if lanes >= 2 and finite:
+        meters[_PROG_N] += frames
+        for j in range(1, RING_COLS):
+            meters[_PROG_N + j] += ring[row, j]
+    done += 1
+    counters[CNT_SUBS] = done
+
+    m_energy = 0.0
+    m_lufs = -math.inf
+    if done >= m_subs:
+        m_energy = _window_energy(ring, row, m_subs) / (m_subs * frames)
+        m_lufs = _lufs(m_energy)
+        if m_lufs > meters[MOMENTARY_MAX]:
+            meters[MOMENTARY_MAX] = m_lufs
+    s_energy = 0.0
+    s_lufs = -math.inf
+    if done >= s_subs:
+        s_energy = _window_energy(ring, row, s_subs) / (s_subs * frames)
+        s_lufs = _lufs(s_energy)
+        if s_lufs > meters[SHORTTERM_MAX]:
+            meters[SHORTTERM_MAX] = s_lufs
+
+    if done % per_hop != 0:
+        return
+    # 100 ms boundary: publish, gate, update integrated and LRA.
+    meters[MOMENTARY] = m_lufs
+    meters[SHORTTERM] = s_lufs
+    if m_lufs > ABSOLUTE_GATE_LUFS:
+        _hist_add(hist_fine[HIST_INTEGRATED], hist_coarse[HIST_INTEGRATED], m_energy, m_lufs)
+        _integrated_from_hist(hist_fine[HIST_INTEGRATED], hist_coarse[HIST_INTEGRATED], meters)
+    if s_lufs > ABSOLUTE_GATE_LUFS:
+        _hist_add(hist_fine[HIST_LRA], hist_coarse[HIST_LRA], s_energy, s_lufs)
+        _lra_from_hist(hist_fine[HIST_LRA], hist_coarse[HIST_LRA], meters)
+    if lanes >= 2:
+        meters[CORRELATION] = (
+            _window_correlation(ring, row, m_subs, frames) if (done >= m_subs) else math.nan
+        )
+        meters[PROGRAMME_CORRELATION] = _pearson(
+            meters[_PROG_N],
+            meters[_PROG_N + 1],
+            meters[_PROG_N + 2],
+            meters[_PROG_N + 3],
+            meters[_PROG_N + 4],
+            meters[_PROG_N + 5],
+        )
+
+
+@kernel
+def _window_correlation(ring, newest, subs, frames):
+    """Pearson correlation of lanes 0 and 1 over the last ``subs`` ring rows."""
+    size = ring.shape[0]
+    sx = 0.0
+    sy = 0.0
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    row = newest
+    for _ in range(subs):
+        sx += ring[row, 1]
+        sy += ring[row, 2]
+        sxx += ring[row, 3]
+        syy += ring[row, 4]
+        sxy += ring[row, 5]
+        row = row - 1 if row > 0 else size - 1
+    return _pearson(float(subs * frames), sx, sy, sxx, syy, sxy)
+
+
+@kernel
+def loudness_process(
+    x,
+    kcoefs,
+    kstate,
+    scratch,
+    weights,
+    config,
+    counters,
+    sub_acc,
+    ring,
+    hist_fine,
+    hist_coarse,
+    tp_coefs,
+    tp_history,
+    tp_peak,
+    sample_peak,
+    meters,
+):
+    """Meter one block of audio; every argument after ``x`` is a field of ``LoudnessState``.
+
+    x: float32 or float64 [n, lanes] (any n, read only). State is updated in place; the
+    published values are ``meters[MOMENTARY ... LRA_THRESHOLD]`` (LUFS / LU, see module
+    docstring), ``tp_peak`` and ``sample_peak`` (linear, per lane). Allocates nothing.
+    """
+    n = x.shape[0]
+    lanes = x.shape[1]
+    chunk = scratch.shape[0]
+    frames = config[CFG_SUB_FRAMES]
+    true_peak = config[CFG_TRUE_PEAK] != 0
+    start = 0
+    while start < n:
+        stop = min(n, start + chunk)
+        xs = x[start:stop]
+        ys = scratch[: stop - start]
+        # float64 copy (the input may be float32), true peak of it, then K-weight in place.
+        for k in range(stop - start):
+            for lane in range(lanes):
+                ys[k, lane] = xs[k, lane]
+        if true_peak:
+            truepeak_bank(ys, tp_coefs, tp_history, tp_peak)
+        biquad_bank(ys, ys, kcoefs, kstate)
+        i = 0
+        m = stop - start
+        while i < m:
+            seg = min(frames - counters[CNT_FRAMES_IN_SUB], m - i)
+            for k in range(i, i + seg):
+                for lane in range(lanes):
+                    v = ys[k, lane]
+                    sub_acc[lane] += v * v
+                    a = abs(xs[k, lane])
+                    if a > sample_peak[lane]:
+                        sample_peak[lane] = a
+            if lanes >= 2:
+                sx = 0.0
+                sy = 0.0
+                sxx = 0.0
+                syy = 0.0
+                sxy = 0.0
+                for k in range(i, i + seg):
+                    left = float(xs[k, 0])
+                    right = float(xs[k, 1])
+                    sx += left
+                    sy += right
+                    sxx += left * left
+                    syy += right * right
+                    sxy += left * right
+                sub_acc[lanes] += sx
+                sub_acc[lanes + 1] += sy
+                sub_acc[lanes + 2] += sxx
+                sub_acc[lanes + 3] += syy
+                sub_acc[lanes + 4] += sxy
+            i += seg
+            counters[CNT_FRAMES_IN_SUB] += seg
+            if counters[CNT_FRAMES_IN_SUB] == frames:
+                counters[CNT_FRAMES_IN_SUB] = 0
+                _finish_sub(
+                    weights, config, counters, sub_acc, ring, hist_fine, hist_coarse, meters
+                )
+        start = stop
+    # A NaN or Inf in the input would poison the recursive state for good: clear it, count it.
+    # (The true-peak reading of a NaN input stays NaN by design of truepeak_bank.)
+    bad = False
+    for v in kstate.reshape(-1):
+        if not math.isfinite(v):
+            bad = True
+    if bad:
+        kstate[:] = 0.0
+        counters[CNT_NONFINITE] += 1
+
+
+@kernel
+def loudness_process_state(x, state):
+    """``loudness_process(x, *state)`` for jitted callers (numba cannot star-unpack it)."""
+    loudness_process(
+        x,
+        state.kcoefs,
+        state.kstate,
+        state.scratch,
+        state.weights,
+        state.config,
+        state.counters,
+        state.sub_acc,
+        state.ring,
+        state.hist_fine,
+        state.hist_coarse,
+        state.tp_coefs,
+        state.tp_history,
+        state.tp_peak,
+        state.sample_peak,
+        state.meters,
+    )
+
+
+@kernel
+def loudness_reset(
+    kcoefs,
+    kstate,
+    scratch,
+    weights,
+    config,
+    counters,
+    sub_acc,
+    ring,
+    hist_fine,
+    hist_coarse,
+    tp_coefs,
+    tp_history,
+    tp_peak,
+    sample_peak,
+    meters,
+):
+    """Start a new measurement (same arguments as ``loudness_process`` without ``x``)."""
+    kstate[:] = 0.0
+    counters[:] = 0
+    sub_acc[:] = 0.0
+    ring[:] = 0.0
+    hist_fine[:] = 0.0
+    hist_coarse[:] = 0.0
+    tp_history[:] = 0.0
+    tp_peak[:] = 0.0
+    sample_peak[:] = 0.0
+    meters[:] = 0.0
+    for j in (MOMENTARY, SHORTTERM, INTEGRATED, MOMENTARY_MAX, SHORTTERM_MAX):
+        meters[j] = -math.inf
+    for j in (LRA_LOW, LRA_HIGH, INTEGRATED_THRESHOLD, LRA_THRESHOLD):
+        meters[j] = -math.inf
+    meters[CORRELATION] = math.nan
+    meters[PROGRAMME_CORRELATION] = math.nan
+
+
+# =============================================================================================
+# Python side: state allocation, processor class, offline measurement
+# =============================================================================================
+
+
+class LoudnessState(NamedTuple):
+    """Preallocated meter state; pass as ``loudness_process(x, *state)``.
+
+    Shapes (lanes = channels): kcoefs [2, 5, lanes], kstate [2, 2, lanes],
+    scratch [chunk, lanes], weights [lanes], config int64[CFG_SIZE], counters int64[CNT_SIZE],
+    sub_acc [lanes + 5], ring [30 * subs_per_100ms, 6], hist_fine [2, 10000, 2],
+    hist_coarse [2, 100, 2], tp_coefs [factor, taps], tp_history [taps - 1, lanes],
+    tp_peak [lanes], sample_peak [lanes], meters [METERS_SIZE]; all float64 unless noted.
+    """
+
+    kcoefs: np.ndarray
+    kstate: np.ndarray
+    scratch: np.ndarray
+    weights: np.ndarray
+    config: np.ndarray
+    counters: np.ndarray
+    sub_acc: np.ndarray
+    ring: np.ndarray
+    hist_fine: np.ndarray
+    hist_coarse: np.ndarray
+    tp_coefs: np.ndarray
+    tp_history: np.ndarray
+    tp_peak: np.ndarray
+    sample_peak: np.ndarray
+    meters: np.ndarray
+
+
+def _check_samplerate(samplerate: float) -> None:
+    if not isinstance(samplerate, int | float | np.integer | np.floating) or not (
+        MIN_SAMPLERATE <= float(samplerate) <= MAX_SAMPLERATE
+    ):
+        raise ValueError(
+            f"samplerate must be a number from {MIN_SAMPLERATE:.0f} to {MAX_SAMPLERATE:.0f} Hz,"
+            f" got {samplerate!r}"
+        )
+
+
+def channel_weights(channels: int, layout: str | None = None, weights=None) -> np.ndarray:
+    """BS.1770-4 channel weights G_i (float64[channels]) for a layout or an explicit override.
+
+    layout: "mono", "stereo", "5.0" (L R C Ls Rs) or "5.1" (L R C LFE Ls Rs); by default
+    chosen from the channel count (1, 2, 5, 6). ``weights`` (one finite value >= 0 per
+    channel, at least one > 0) overrides the layout.
+    """
+    if isinstance(channels, bool) or not isinstance(channels, int | np.integer) or channels < 1:
+        raise ValueError(f"channels must be a positive integer, got {channels!r}")
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if w.shape != (channels,):
+            raise ValueError(f"weights needs one entry per channel ({channels}), got {w.size}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0.0) or not np.any(w > 0.0):
+            raise ValueError("weights must be finite, >= 0, and at least one > 0")
+        return w.copy()
+    if layout is None:
+        if channels not in DEFAULT_LAYOUT:
+            raise ValueError(f"no default layout for {channels} channels: give layout= or weights=")
+        layout = DEFAULT_LAYOUT[channels]
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; one of {sorted(LAYOUTS)}")
+    w = np.array(LAYOUTS[layout], dtype=np.float64)
+    if w.size != channels:
+        raise ValueError(f"layout {layout!r} has {w.size} channels, got {channels}")
+    return w
+
+
+def make_state(
+    samplerate: float,
+    weights: np.ndarray,
+    true_peak: bool = True,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+) -> LoudnessState:
+    """Allocate and reset the state of a meter for ``len(weights)`` channels at ``samplerate``.
+
+    chunk_frames: size of the K-weighted scratch buffer; blocks of any size are processed
+    in chunks of this many frames (the result does not depend on it).
+    """
+    _check_samplerate(samplerate)
+    weights = np.ascontiguousarray(weights, dtype=np.float64).reshape(-1)
+    lanes = weights.size
+    if chunk_frames < 1:
+        raise ValueError("chunk_frames must be >= 1")
+    coefs = np.zeros((2, 5))
+    design_kweighting(float(samplerate), coefs)
+    kcoefs = np.ascontiguousarray(np.repeat(coefs[:, :, None], lanes, axis=2))
+    sub_frames, per_hop = block_geometry(float(samplerate))
+    config = np.zeros(CFG_SIZE, dtype=np.int64)
+    config[CFG_SUB_FRAMES] = sub_frames
+    config[CFG_SUBS_PER_HOP] = per_hop
+    config[CFG_MOMENTARY_SUBS] = 4 * per_hop  # 400 ms
+    config[CFG_SHORTTERM_SUBS] = 30 * per_hop  # 3 s
+    config[CFG_TRUE_PEAK] = 1 if true_peak else 0
+    factor = oversampling_factor(float(samplerate))
+    tp_coefs = np.ascontiguousarray(design_interpolator(factor), dtype=np.float64)
+    taps = tp_coefs.shape[1]
+    state = LoudnessState(
+        kcoefs=kcoefs,
+        kstate=np.zeros((2, 2, lanes)),
+        scratch=np.zeros((int(chunk_frames), lanes)),
+        weights=weights.copy(),
+        config=config,
+        counters=np.zeros(CNT_SIZE, dtype=np.int64),
+        sub_acc=np.zeros(lanes + RING_COLS - 1),
+        ring=np.zeros((30 * per_hop, RING_COLS)),
+        hist_fine=np.zeros((2, HIST_BINS, 2)),
+        hist_coarse=np.zeros((2, HIST_COARSE_BINS, 2)),
+        tp_coefs=tp_coefs,
+        tp_history=np.zeros((max(taps - 1, 0), lanes)),
+        tp_peak=np.zeros(lanes),
+        sample_peak=np.zeros(lanes),
+        meters=np.zeros(METERS_SIZE),
+    )
+    loudness_reset(*state)
+    return state
+
+
+def _db(linear: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return 20.0 * np.log10(linear)
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+class LoudnessMeter:
+    """Streaming BS.1770-4 / EBU R 128 meter for offline use and tests.
+
+    >>> meter = LoudnessMeter(48000, channels=2)
+    >>> meter.process(block)  # (n,) or (n, channels), float32/float64; any n, any split
+    >>> meter.integrated_lufs, meter.loudness_range_lu, meter.true_peak_dbtp
+
+    Readings follow the conventions of the module docstring: -inf LUFS where there is no
+    energy (or no full window yet), ``None`` for an undefined correlation.
+    """
+
+    def __init__(
+        self,
+        samplerate: float,
+        channels: int = 2,
+        layout: str | None = None,
+        weights=None,
+        true_peak: bool = True,
+    ):
+        self.weights = channel_weights(channels, layout, weights)
+        self.samplerate = float(samplerate)
+        self.channels = int(channels)
+        self.state = make_state(self.samplerate, self.weights, true_peak=true_peak)
+
+    def reset(self) -> None:
+        """Forget everything measured so far (filters, windows, gates, maxima, peaks)."""
+        loudness_reset(*self.state)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """Meter ``x`` ((n,) or (n, channels)); returns ``x`` unchanged (the meter is a tap)."""
+        arr = np.asarray(x)
+        if arr.ndim == 1:
+            frames = arr.reshape(-1, 1)
+        elif arr.ndim == 2:
+            frames = arr
+        else:
+            raise ValueError(f"audio must be (n,) or (n, channels), got shape {arr.shape}")
+        if frames.shape[1] != self.channels:
+            raise ValueError(f"meter has {self.channels} channels, audio has {frames.shape[1]}")
+        if frames.dtype not in (np.float32, np.float64):
+            frames = frames.astype(np.float64)
+        frames = np.ascontiguousarray(frames)
+        if frames.shape[0]:
+            loudness_process(frames, *self.state)
+        return x
+
+    # --- readings ---------------------------------------------------------------------------
+    def _meter(self, index: int) -> float:
+        return float(self.state.meters[index])
+
+    @property
+    def momentary_lufs(self) -> float:
+        """Loudness of the last 400 ms (updated every 100 ms)."""
+        return self._meter(MOMENTARY)
+
+    @property
+    def shortterm_lufs(self) -> float:
+        """Loudness of the last 3 s (updated every 100 ms)."""
+        return self._meter(SHORTTERM)
+
+    @property
+    def integrated_lufs(self) -> float:
+        """Gated programme loudness since the last reset (BS.1770-4)."""
+        return self._meter(INTEGRATED)
+
+    @property
+    def loudness_range_lu(self) -> float:
+        """EBU Tech 3342 loudness range since the last reset."""
+        return self._meter(LRA)
+
+    @property
+    def momentary_max_lufs(self) -> float:
+        """Highest 400 ms loudness (10 ms time resolution)."""
+        return self._meter(MOMENTARY_MAX)
+
+    @property
+    def shortterm_max_lufs(self) -> float:
+        """Highest 3 s loudness (10 ms time resolution)."""
+        return self._meter(SHORTTERM_MAX)
+
+    @property
+    def relative_gate_lufs(self) -> float:
+        """The relative gate of the integrated loudness (-inf before any block)."""
+        return self._meter(INTEGRATED_THRESHOLD)
+
+    @property
+    def loudness_range_low_lufs(self) -> float:
+        return self._meter(LRA_LOW)
+
+    @property
+    def loudness_range_high_lufs(self) -> float:
+        return self._meter(LRA_HIGH)
+
+    @property
+    def true_peak_dbtp_per_channel(self) -> np.ndarray:
+        return _db(self.state.tp_peak.copy())
+
+    @property
+    def true_peak_dbtp(self) -> float:
+        """Highest true peak over all channels (BS.1770-4 Annex 2), dBTP."""
+        return float(np.max(self.true_peak_dbtp_per_channel))
+
+    @property
+    def sample_peak_dbfs_per_channel(self) -> np.ndarray:
+        return _db(self.state.sample_peak.copy())
+
+    @property
+    def sample_peak_dbfs(self) -> float:
+        return float(np.max(self.sample_peak_dbfs_per_channel))
+
+    @property
+    def correlation(self) -> float | None:
+        """Pearson correlation of L and R over the last 400 ms; None where undefined."""
+        return _none_if_nan(self._meter(CORRELATION))
+
+    @property
+    def programme_correlation(self) -> float | None:
+        """Pearson correlation of L and R since the last reset; None where undefined."""
+        return _none_if_nan(self._meter(PROGRAMME_CORRELATION))
+
+    @property
+    def nonfinite_events(self) -> int:
+        """How many process calls ended with a NaN/Inf filter state (then cleared)."""
+        return int(self.state.counters[CNT_NONFINITE])
+
+    def readings(self) -> dict:
+        """Every reading as a plain dict (lists for per-channel values)."""
+        return {
+            "samplerate": self.samplerate,
+            "channels": self.channels,
+            "weights": self.weights.tolist(),
+            "integrated_lufs": self.integrated_lufs,
+            "loudness_range_lu": self.loudness_range_lu,
+            "loudness_range_low_lufs": self.loudness_range_low_lufs,
+            "loudness_range_high_lufs": self.loudness_range_high_lufs,
+            "relative_gate_lufs": self.relative_gate_lufs,
+            "momentary_lufs": self.momentary_lufs,
+            "shortterm_lufs": self.shortterm_lufs,
+            "momentary_max_lufs": self.momentary_max_lufs,
+            "shortterm_max_lufs": self.shortterm_max_lufs,
+            "true_peak_dbtp": self.true_peak_dbtp,
+            "true_peak_dbtp_per_channel": self.true_peak_dbtp_per_channel.tolist(),
+            "sample_peak_dbfs": self.sample_peak_dbfs,
+            "sample_peak_dbfs_per_channel": self.sample_peak_dbfs_per_channel.tolist(),
+            "correlation": self.programme_correlation,
+        }
+
+
+def measure(
+    x: np.ndarray,
+    samplerate: float,
+    layout: str | None = None,
+    weights=None,
+    true_peak: bool = True,
+) -> dict:
+    """Analyse a whole signal ((n,) or (n, channels)) and return ``LoudnessMeter.readings()``.
+
+    The signal is metered in one kernel call (no copy for C-contiguous float32/float64);
+    "correlation" is the programme correlation and "duration_s" the signal length.
+    """
+    arr = np.asarray(x)
+    channels = 1 if arr.ndim == 1 else arr.shape[1] if arr.ndim == 2 else -1
+    if channels < 1:
+        raise ValueError(f"audio must be (n,) or (n, channels), got shape {arr.shape}")
+    meter = LoudnessMeter(samplerate, channels, layout, weights, true_peak=true_peak)
+    meter.process(arr)
+    result = meter.readings()
+    result["duration_s"] = arr.shape[0] / float(samplerate)
+    return result
