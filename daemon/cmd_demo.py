@@ -42,6 +42,19 @@ def run_demo(seconds: float, out_path: Path, system: str, samplerate: int = 4800
     return figures
 
 
+def register(commands) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="play the embedded demo session through the engine (no hardware needed)",
+        description="Render the synthesised demo session through the engine in 64-frame "
+        "blocks, print its loudness and write what the monitor system hears to a WAV file.",
+    )
+    demo.add_argument("--seconds", type=float, default=16.0, help="length (default 16)")
+    demo.add_argument("--system", default="studio", help="monitor system (default studio)")
+    demo.add_argument("--out", default="out/demo.wav", help="WAV file (default out/demo.wav)")
+    demo.set_defaults(func=main)
+
+
 def main(args) -> int:
     figures = run_demo(args.seconds, Path(args.out), args.system)
     print(f"studiod demo: {args.seconds:g} s of the demo session through the engine")
