@@ -27,14 +27,20 @@ from collections import namedtuple
 
 import numpy as np
 
+from studiod.dsp import dither, dynamics, effects, linphase, stereo
 from studiod.dsp import filters as flt
-from studiod.dsp import linphase, stereo
+from studiod.dsp import limiter as lim
 from studiod.dsp._jit import kernel
+from studiod.dsp.crossover import design_crossover3
 from studiod.dsp.layout import (
     CH_BUS,
+    CH_COMP,
+    CH_COMP_ON,
     CH_EQ,
     CH_EQ_ON,
     CH_FADER,
+    CH_GATE,
+    CH_GATE_ON,
     CH_HPF_FREQ,
     CH_HPF_ON,
     CH_HPF_SLOPE,
@@ -50,6 +56,9 @@ from studiod.dsp.layout import (
     FX_EQ,
     FX_FADER,
     FX_MUTE,
+    FX_PARAMS,
+    GRP_COMP,
+    GRP_COMP_ON,
     GRP_FADER,
     GRP_MUTE,
     MON_CUT,
@@ -65,12 +74,21 @@ from studiod.dsp.layout import (
     MON_SOURCE,
     MON_SWAP,
     MON_SYSTEM,
+    MST_DITHER_BITS,
+    MST_DITHER_SHAPE,
     MST_EQ,
     MST_EQ_MODE,
     MST_EQ_ON,
     MST_FADER,
     MST_HPF_FREQ,
     MST_HPF_ON,
+    MST_LIM_CEILING,
+    MST_LIM_ON,
+    MST_LIM_RELEASE,
+    MST_MB,
+    MST_MB_ON,
+    MST_MB_XHIGH,
+    MST_MB_XLOW,
     MST_MONOBASS,
     MST_SAT_DRIVE,
     MST_SAT_MIX,
@@ -78,6 +96,7 @@ from studiod.dsp.layout import (
     MST_WIDTH,
     SYS_DELAY,
     SYS_EQ,
+    SYS_LIMIT,
     SYS_ON,
     SYS_SIM,
     SYS_TRIM,
@@ -93,6 +112,19 @@ TICK = 32  # samples between parameter-smoothing steps (0.67 ms at 48 kHz)
 PARAM_SMOOTH_MS = 20.0
 GAIN_SMOOTH_MS = 5.0
 MAX_SYSTEM_DELAY_MS = 50.0
+# The true-peak limiter's look-ahead is fixed per engine: it sets the master's latency.
+LIMITER_LOOKAHEAD_MS = 2.0
+LIMITER_OFF_CEILING_DBTP = 40.0  # "off" keeps the limiter in line, never reaching this
+SAFETY_LOOKAHEAD_MS = 0.5
+SAFETY_RELEASE_MS = 50.0
+# Reverb settings the session does not expose (Dattorro's diffusion, gentle modulation).
+REVERB_DIFFUSION = 0.7
+REVERB_MOD_DEPTH_MS = 0.2
+REVERB_MOD_RATE_HZ = 0.5
+DELAY_GLIDE_MS = 100.0
+FX_REVERB = 0
+FX_DELAY = 1
+DITHER_SHAPING = "wannamaker9"  # F-weighted, Wannamaker 1992 (see dsp/dither.py)
 QUEUE_SIZE = 4096
 
 # Owners of a parameter slot, for marking what a change makes dirty.
@@ -158,14 +190,25 @@ EngineState = namedtuple(
         "ch_send_g",  # float64[2, L, F, 2] lane -> fx left/right
         "ch_dest",  # int64[L] bus index (0 = master, 1 + g = group g)
         "ch_peak",  # float64[L] block peak after the fader
+        "ch_gate",  # dynamics.GateArrays over L lanes (stereo channels linked)
+        "ch_comp",  # dynamics.CompressorArrays over L lanes
+        "ch_dyn_on",  # bool[2]: any gate, any compressor in (or still releasing)
         "nan_events",  # int64[L + 2] per lane, then ext, then output guard
         # buses
         "bus_buf",  # float64[1 + G, N, 2]
         "fx_buf",  # float64[F, N, 2]
         "grp_g",  # float64[2, G] fader*mute: current, target
+        "grp_buf",  # float64[N, 2G] groups side by side for the glue compressors
+        "grp_comp",  # dynamics.CompressorArrays over 2G lanes, linked in pairs
         "fx_coefs",  # float64[F, 4, 5, 2]
         "fx_fstate",  # float64[F, 4, 2, 2]
         "fx_g",  # float64[2, F]
+        "fx_kind",  # int64[F]: FX_REVERB or FX_DELAY
+        "fx_slot",  # int64[F]: index among the FX of its kind
+        "rv_coefs",  # float64[R, REVERB_ROWS, 16]
+        "rv_state",  # effects.make_reverb_state arrays, each stacked over R
+        "dl_coefs",  # float64[D, DELAY_ROWS, 2]
+        "dl_state",  # effects.make_delay_state arrays, each stacked over D
         # master
         "mst_coefs",  # float64[6, 5, 2]
         "mst_fstate",  # float64[6, 2, 2]
@@ -182,6 +225,15 @@ EngineState = namedtuple(
         "sat_counters",
         "lp_state",  # linphase.LinphaseState of the linear-phase master EQ
         "mst_buf",  # float64[N, 2]
+        "mst_dry",  # float64[N, 2] the multiband's input, for its in/out crossfade
+        "mst_mb",  # dynamics.MultibandArrays over 2 linked lanes
+        "mst_mb_g",  # float64[2]: multiband in/out mix, current, target
+        "mst_lim_coefs",  # float64[LIMITER_COEFS]
+        "mst_lim",  # limiter state (buf, env, gain)
+        "mst_lim_gr",  # float64[1]
+        "mst_dither",  # float64[DITHER_COEFS]; dither.D_SCALE 0 = off
+        "mst_dither_state",  # (rng, err)
+        "mst_dither_shapings",  # int64[2]: shaping ids for flat and shaped dither
         "mst_peak",  # float64[2]
         # monitor
         "mon_src_g",  # float64[2]: ext share current, target
@@ -191,6 +243,11 @@ EngineState = namedtuple(
         "sys_coefs",  # float64[S, 4, 5, 2]
         "sys_fstate",  # float64[S, 4, 2, 2]
         "sys_buf",  # float64[N, 2]
+        "sys_all",  # float64[N, 2S] every system's two lanes side by side
+        "sys_comp",  # dynamics.CompressorArrays over 2S lanes: the simulations' compression
+        "sim_comp",  # float64[simulations, 5]: threshold, ratio, attack, release, on
+        "sys_safety_coefs",  # float64[SAFETY_COEFS, 2S]
+        "sys_safety",  # limiter safety state (buf, gain, nonfinite, write_pos)
         "sys_delay",  # float64[S, D, 2] ring buffers
         "sys_delay_pos",  # int64[S]: write position
         "sys_delay_n",  # int64[S]: delay in samples
@@ -345,8 +402,34 @@ def _update_channel(s, c, any_solo):
     audible = (1.0 - cur[base + CH_MUTE]) * (1.0 if (soloed or not any_solo) else 0.0)
     fader = _db_to_gain(cur[base + CH_FADER]) * audible
     n_fx = s.fx_base.shape[0]
+    gate_on = cur[base + CH_GATE_ON]
+    comp_on = cur[base + CH_COMP_ON]
+    g = base + CH_GATE
+    c = base + CH_COMP
     for j in range(lanes):
         lane = lane0 + j
+        # switched out, a gate has no range and a compressor no ratio: they release smoothly
+        dynamics.design_gate(
+            cur[g],
+            cur[g + 1] * gate_on,
+            1e6,
+            cur[g + 2],
+            cur[g + 3],
+            cur[g + 4],
+            fs,
+            s.ch_gate.coefs[:, lane],
+        )
+        dynamics.design_compressor(
+            cur[c],
+            1.0 + (cur[c + 1] - 1.0) * comp_on,
+            cur[c + 2],
+            cur[c + 3],
+            cur[c + 4],
+            cur[c + 5] * comp_on,
+            fs,
+            s.ch_comp.coefs[:, lane],
+        )
+        dynamics.design_sidechain_hpf(cur[c + 6], fs, s.ch_comp.sc_coefs[:, :, lane])
         for k in range(CH_SECTIONS):
             for m in range(5):
                 s.ch_coefs[k, m, lane] = sec[k, m]
@@ -373,7 +456,21 @@ def _update_channel(s, c, any_solo):
 @kernel
 def _update_group(s, g):
     base = s.grp_base[g]
-    s.grp_g[1, g] = _db_to_gain(s.cur[base + GRP_FADER]) * (1.0 - s.cur[base + GRP_MUTE])
+    cur = s.cur
+    s.grp_g[1, g] = _db_to_gain(cur[base + GRP_FADER]) * (1.0 - cur[base + GRP_MUTE])
+    on = cur[base + GRP_COMP_ON]
+    c = base + GRP_COMP
+    for side in range(2):
+        dynamics.design_compressor(
+            cur[c],
+            1.0 + (cur[c + 1] - 1.0) * on,
+            cur[c + 2],
+            cur[c + 3],
+            cur[c + 4],
+            cur[c + 5] * on,
+            s.consts[0],
+            s.grp_comp.coefs[:, 2 * g + side],
+        )
 
 
 @kernel
@@ -392,6 +489,38 @@ def _update_fx(s, f):
             for lane in range(2):
                 s.fx_coefs[f, k, m, lane] = sec[k, m]
     s.fx_g[1, f] = _db_to_gain(cur[base + FX_FADER]) * (1.0 - cur[base + FX_MUTE])
+    p = base + FX_PARAMS
+    slot = s.fx_slot[f]
+    if s.fx_kind[f] == FX_REVERB:
+        # predelay, decay, damping, hfratio, size, width (layout.REVERB)
+        effects.design_reverb(
+            cur[p + 1],
+            cur[p + 3],
+            cur[p + 2],
+            cur[p + 4],
+            cur[p],
+            REVERB_DIFFUSION,
+            cur[p + 5],
+            REVERB_MOD_DEPTH_MS,
+            REVERB_MOD_RATE_HZ,
+            1.0,
+            fs,
+            s.rv_coefs[slot],
+        )
+    else:
+        # time/left, time/right, feedback, hicut, locut, pingpong (layout.DELAY)
+        effects.design_delay(
+            cur[p],
+            cur[p + 1],
+            cur[p + 2],
+            cur[p + 5],
+            cur[p + 3],
+            cur[p + 4],
+            1.0,
+            DELAY_GLIDE_MS,
+            fs,
+            s.dl_coefs[slot],
+        )
 
 
 @kernel
@@ -415,6 +544,36 @@ def _update_master(s):
     stereo.design_width(cur[base + MST_MONOBASS], fs, s.mst_width_coefs)
     mix = cur[base + MST_SAT_MIX] * cur[base + MST_SAT_ON]
     stereo.design_saturator(cur[base + MST_SAT_DRIVE], mix, s.mst_sat)
+    s.mst_mb_g[1] = cur[base + MST_MB_ON]
+    for side in range(2):
+        design_crossover3(
+            cur[base + MST_MB_XLOW], cur[base + MST_MB_XHIGH], fs, s.mst_mb.xover_coefs[:, :, side]
+        )
+        for b in range(3):
+            # threshold, ratio, attack, release, makeup per band (layout.MASTER)
+            k = base + MST_MB + 5 * b
+            dynamics.design_compressor(
+                cur[k],
+                cur[k + 1],
+                6.0,
+                cur[k + 2],
+                cur[k + 3],
+                cur[k + 4],
+                fs,
+                s.mst_mb.comp_coefs[b, :, side],
+            )
+    ceiling = (
+        cur[base + MST_LIM_CEILING] if cur[base + MST_LIM_ON] > 0.5 else LIMITER_OFF_CEILING_DBTP
+    )
+    lim.design_limiter(
+        ceiling, cur[base + MST_LIM_RELEASE], LIMITER_LOOKAHEAD_MS, fs, s.mst_lim_coefs
+    )
+    bits = int(cur[base + MST_DITHER_BITS])
+    if bits == 0:
+        s.mst_dither[dither.D_SCALE] = 0.0
+    else:
+        shaping = s.mst_dither_shapings[1 if cur[base + MST_DITHER_SHAPE] > 0.5 else 0]
+        dither.design_dither(24 if bits == 1 else 16, shaping, s.mst_dither)
 
 
 @kernel
@@ -479,6 +638,23 @@ def _update_system(s, m):
             for lane in range(2):
                 s.sys_coefs[m, k, j, lane] = sec[k, j]
     s.sys_delay_n[m] = round(cur[base + SYS_DELAY] * 1e-3 * fs)
+    sim = int(cur[base + SYS_SIM])
+    sc = s.sim_comp[sim]
+    for side in range(2):
+        lane = 2 * m + side
+        lim.design_safety_limiter(
+            cur[base + SYS_LIMIT], SAFETY_RELEASE_MS, fs, s.sys_safety_coefs[:, lane]
+        )
+        dynamics.design_compressor(
+            sc[0],
+            1.0 + (sc[1] - 1.0) * sc[4],
+            6.0,
+            sc[2],
+            sc[3],
+            0.0,
+            fs,
+            s.sys_comp.coefs[:, lane],
+        )
 
 
 @kernel
@@ -506,6 +682,22 @@ def _tick(s):
             else:
                 _update_system(s, i)
             s.dirty[kind, i] = not settled
+    _dynamics_flags(s)
+
+
+@kernel
+def _dynamics_flags(s):
+    """Run the channel gates/compressors only while one is in or still releasing."""
+    gate = False
+    comp = False
+    for c in range(s.ch_base.shape[0]):
+        gate |= s.cur[s.ch_base[c] + CH_GATE_ON] > 0.0
+        comp |= s.cur[s.ch_base[c] + CH_COMP_ON] > 0.0
+    for lane in range(s.ch_buf.shape[1]):
+        gate |= s.ch_gate.state[dynamics.GATE_REDUCTION, lane] > 0.0
+        comp |= s.ch_comp.state[dynamics.COMP_REDUCTION, lane] > 0.0
+    s.ch_dyn_on[0] = gate
+    s.ch_dyn_on[1] = comp
 
 
 # --------------------------------------------------------------------------------------
@@ -555,6 +747,28 @@ def _channels(s, n0, n1):
             s.ch_in_g[0, lane] = s.ch_in_g[1, lane] if abs(d) < 1e-9 else s.ch_in_g[0, lane] + d * a
             x[i, lane] *= s.ch_in_g[0, lane]
     _run_sections(x, s.ch_coefs, s.ch_fstate)
+    if s.ch_dyn_on[0]:
+        dynamics.gate_bank(
+            x,
+            x,
+            s.ch_gate.coefs,
+            s.ch_gate.sc_coefs,
+            s.ch_gate.sc_state,
+            s.ch_gate.state,
+            s.ch_gate.link,
+            s.ch_gate.gr_db,
+        )
+    if s.ch_dyn_on[1]:
+        dynamics.compressor_bank(
+            x,
+            x,
+            s.ch_comp.coefs,
+            s.ch_comp.sc_coefs,
+            s.ch_comp.sc_state,
+            s.ch_comp.state,
+            s.ch_comp.link,
+            s.ch_comp.gr_db,
+        )
     n_fx = s.fx_buf.shape[0]
     og = s.ch_out_g
     sg = s.ch_send_g
@@ -583,12 +797,29 @@ def _channels(s, n0, n1):
 @kernel
 def _groups(s, n0, n1):
     a = s.consts[2]
-    for g in range(s.grp_base.shape[0]):
-        buf = s.bus_buf[1 + g, n0:n1]
+    n_grp = s.grp_base.shape[0]
+    if n_grp == 0:
+        return
+    buf = s.grp_buf[: n1 - n0]
+    for g in range(n_grp):
+        for i in range(n1 - n0):
+            for side in range(2):
+                buf[i, 2 * g + side] = s.bus_buf[1 + g, n0 + i, side]
+    dynamics.compressor_bank(
+        buf,
+        buf,
+        s.grp_comp.coefs,
+        s.grp_comp.sc_coefs,
+        s.grp_comp.sc_state,
+        s.grp_comp.state,
+        s.grp_comp.link,
+        s.grp_comp.gr_db,
+    )
+    for g in range(n_grp):
         for i in range(n1 - n0):
             _glide(s.grp_g, g, a)
             for side in range(2):
-                s.bus_buf[0, n0 + i, side] += buf[i, side] * s.grp_g[0, g]
+                s.bus_buf[0, n0 + i, side] += buf[i, 2 * g + side] * s.grp_g[0, g]
 
 
 @kernel
@@ -596,6 +827,26 @@ def _fx(s, n0, n1):
     a = s.consts[2]
     for f in range(s.fx_base.shape[0]):
         wet = s.fx_buf[f, n0:n1]
+        slot = s.fx_slot[f]
+        if s.fx_kind[f] == FX_REVERB:
+            r = s.rv_state
+            effects.reverb_process(
+                wet,
+                wet,
+                s.rv_coefs[slot],
+                r[0][slot],
+                r[1][slot],
+                r[2][slot],
+                r[3][slot],
+                r[4][slot],
+                r[5][slot],
+                r[6][slot],
+            )
+        else:
+            d = s.dl_state
+            effects.delay_process(
+                wet, wet, s.dl_coefs[slot], d[0][slot], d[1][slot], d[2][slot], d[3][slot]
+            )
         _run_sections(wet, s.fx_coefs[f], s.fx_fstate[f])
         for i in range(n1 - n0):
             _glide(s.fx_g, f, a)
@@ -624,6 +875,7 @@ def _master(s, lp_head, lp_spectra, n0, n1):
             lp.bitrev,
             lp.counters,
         )
+    _multiband(s, x, a)
     stereo.stereo_width(x, x, s.mst_width[0], s.mst_width_coefs, s.mst_width_state, s.width_scratch)
     # the saturator always runs (its dry path is a fixed delay) so that switching it never
     # changes the master's latency; with mix 0 it only delays
@@ -634,10 +886,45 @@ def _master(s, lp_head, lp_spectra, n0, n1):
         d = s.mst_g[1] - s.mst_g[0]
         s.mst_g[0] = s.mst_g[1] if abs(d) < 1e-9 else s.mst_g[0] + d * a
         for side in range(2):
-            v = x[i, side] * s.mst_g[0]
+            x[i, side] *= s.mst_g[0]
+    lim.limiter_bank(x, x, s.mst_lim_coefs, s.mst_lim[0], s.mst_lim[1], s.mst_lim[2], s.mst_lim_gr)
+    if s.mst_dither[dither.D_SCALE] > 0.0:
+        dither.dither_bank(x, x, s.mst_dither, s.mst_dither_state[0], s.mst_dither_state[1])
+    for i in range(n1 - n0):
+        for side in range(2):
+            v = x[i, side]
             s.mst_buf[n0 + i, side] = v
             if abs(v) > s.mst_peak[side]:
                 s.mst_peak[side] = abs(v)
+
+
+@kernel
+def _multiband(s, x, a):
+    """The multiband compressor, crossfaded in and out so that its crossover's phase shift
+    never switches abruptly; fully out, it costs nothing."""
+    g = s.mst_mb_g
+    if g[0] == 0.0 and g[1] == 0.0:
+        return
+    n = x.shape[0]
+    dry = s.mst_dry[:n]
+    dry[:] = x
+    dynamics.multiband_bank(
+        x,
+        x,
+        s.mst_mb.xover_coefs,
+        s.mst_mb.xover_state,
+        s.mst_mb.comp_coefs,
+        s.mst_mb.comp_state,
+        s.mst_mb.link,
+        s.mst_mb.band_gain,
+        s.mst_mb.bands,
+        s.mst_mb.gr_db,
+    )
+    for i in range(n):
+        d = g[1] - g[0]
+        g[0] = g[1] if abs(d) < 1e-9 else g[0] + d * a
+        for side in range(2):
+            x[i, side] = dry[i, side] + g[0] * (x[i, side] - dry[i, side])
 
 
 @kernel
@@ -669,6 +956,7 @@ def _finite(v):
 def _systems(s, out, n0, n1):
     a = s.consts[2]
     n = n1 - n0
+    every = s.sys_all[:n]
     for m in range(s.sys_base.shape[0]):
         if s.sys_g[0, m] == 0.0 and s.sys_g[1, m] == 0.0:
             if s.sys_live[m]:
@@ -676,7 +964,11 @@ def _systems(s, out, n0, n1):
                 # to this system starts clean instead of replaying an old tail
                 s.sys_fstate[m] = 0.0
                 s.sys_delay[m] = 0.0
+                s.sys_sim_state[m] = 0.0
+                s.sys_width_state[m] = 0.0
                 s.sys_live[m] = False
+            every[:, 2 * m] = 0.0
+            every[:, 2 * m + 1] = 0.0
             continue
         s.sys_live[m] = True
         buf = s.sys_buf[:n]
@@ -708,15 +1000,30 @@ def _systems(s, out, n0, n1):
         for i in range(n):
             for side in range(2):
                 ring[pos, side] = buf[i, side]
-                buf[i, side] = ring[(pos - delay) % size, side]
+                every[i, 2 * m + side] = ring[(pos - delay) % size, side]
             pos = (pos + 1) % size
         s.sys_delay_pos[m] = pos
+    # the simulations' compression (ratio 1 where a system has none), then the speakers'
+    # safety limiters: nothing leaves above a system's limit, whatever happened upstream
+    dynamics.compressor_bank(
+        every,
+        every,
+        s.sys_comp.coefs,
+        s.sys_comp.sc_coefs,
+        s.sys_comp.sc_state,
+        s.sys_comp.state,
+        s.sys_comp.link,
+        s.sys_comp.gr_db,
+    )
+    sf = s.sys_safety
+    lim.safety_bank(every, every, s.sys_safety_coefs, sf[0], sf[1], sf[2], sf[3])
+    for m in range(s.sys_base.shape[0]):
         for side in range(2):
             col = s.sys_out[m, side]
             if col < 0:
                 continue
             for i in range(n):
-                out[n0 + i, col] += buf[i, side]
+                out[n0 + i, col] += every[i, 2 * m + side]
 
 
 @kernel
@@ -786,6 +1093,14 @@ def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_sto
 
 # --------------------------------------------------------------------------------------
 # the Python side
+
+
+def _stack(states: list[tuple], template: tuple) -> tuple:
+    """Per-instance state tuples stacked array by array (leading axis: the instance); with
+    no instances, zero-length arrays shaped like ``template``'s."""
+    if not states:
+        return tuple(np.zeros((0, *a.shape), dtype=a.dtype) for a in template)
+    return tuple(np.stack(arrays) for arrays in zip(*states, strict=True))
 
 
 def _owners(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -889,6 +1204,43 @@ class Engine:
         width_coefs, _, width_scratch = stereo.make_width_state()
         sat = stereo.make_saturator_state(2)
         taps = linphase.default_taps(fs)
+        ch_comp = dynamics.make_compressor_arrays(lanes)
+        ch_gate = dynamics.make_gate_arrays(lanes)
+        mb = dynamics.make_multiband_arrays(2)
+        mb.link[:] = (1, 0)
+        for c, lane in enumerate(lane0):
+            if session.channels[c].lanes == 2:
+                for arrays in (ch_comp, ch_gate):
+                    arrays.link[lane : lane + 2] = (lane + 1, lane)
+        grp_comp = dynamics.make_compressor_arrays(2 * n_grp)
+        grp_comp.link[:] = np.arange(2 * n_grp) ^ 1
+        sys_comp = dynamics.make_compressor_arrays(2 * n_sys)
+        sys_comp.link[:] = np.arange(2 * n_sys) ^ 1
+        sim_comp = np.zeros((len(SIMULATION_NAMES), 5))
+        sim_comp[:, :4] = (0.0, 1.0, 10.0, 100.0)
+        for k, name in enumerate(SIMULATION_NAMES[1:], start=1):
+            setting = SIMULATIONS[name].compression
+            if setting is not None:
+                sim_comp[k] = (
+                    setting.threshold_db,
+                    setting.ratio,
+                    setting.attack_ms,
+                    setting.release_ms,
+                    1.0,
+                )
+        fx_kinds = [f.kind for f in session.fx]
+        fx_kind = np.array([FX_REVERB if k == "reverb" else FX_DELAY for k in fx_kinds], np.int64)
+        fx_slot = np.array([fx_kinds[:f].count(k) for f, k in enumerate(fx_kinds)], np.int64)
+        n_rv, n_dl = fx_kinds.count("reverb"), fx_kinds.count("delay")
+        rv_state = _stack(
+            [effects.make_reverb_state(fs) for _ in range(n_rv)], effects.make_reverb_state(fs)
+        )
+        dl_state = _stack(
+            [effects.make_delay_state(fs) for _ in range(n_dl)], effects.make_delay_state(fs)
+        )
+        lim_coefs = np.zeros(lim.LIMITER_COEFS)
+        lim.design_limiter(-1.0, 50.0, LIMITER_LOOKAHEAD_MS, fs, lim_coefs)
+        safety = lim.make_safety_state(2 * n_sys, SAFETY_LOOKAHEAD_MS, fs)
         ext = [i - 1 for i in session.ext_inputs] or [-1, -1]
         return EngineState(
             tgt=np.zeros(len(reg)),
@@ -928,13 +1280,24 @@ class Engine:
             ch_send_g=np.zeros((2, lanes, n_fx, 2)),
             ch_dest=np.zeros(lanes, dtype=np.int64),
             ch_peak=np.zeros(lanes),
+            ch_gate=ch_gate,
+            ch_comp=ch_comp,
+            ch_dyn_on=np.zeros(2, dtype=np.bool_),
             nan_events=np.zeros(lanes + 2, dtype=np.int64),
             bus_buf=np.zeros((1 + n_grp, n, 2)),
             fx_buf=np.zeros((n_fx, n, 2)),
             grp_g=np.zeros((2, n_grp)),
+            grp_buf=np.zeros((n, 2 * n_grp)),
+            grp_comp=grp_comp,
             fx_coefs=np.zeros((n_fx, FX_SECTIONS, 5, 2)),
             fx_fstate=np.zeros((n_fx, FX_SECTIONS, 2, 2)),
             fx_g=np.zeros((2, n_fx)),
+            fx_kind=fx_kind,
+            fx_slot=fx_slot,
+            rv_coefs=np.zeros((n_rv, effects.REVERB_ROWS, effects.REVERB_LINES)),
+            rv_state=rv_state,
+            dl_coefs=np.zeros((n_dl, effects.DELAY_ROWS, 2)),
+            dl_state=dl_state,
             mst_coefs=np.zeros((MST_SECTIONS, 5, 2)),
             mst_fstate=np.zeros((MST_SECTIONS, 2, 2)),
             mst_g=np.zeros(2),
@@ -950,6 +1313,17 @@ class Engine:
             sat_counters=sat[3],
             lp_state=linphase.make_linphase_state(taps, 2),
             mst_buf=np.zeros((n, 2)),
+            mst_dry=np.zeros((n, 2)),
+            mst_mb=mb,
+            mst_mb_g=np.zeros(2),
+            mst_lim_coefs=lim_coefs,
+            mst_lim=lim.make_limiter_state(lim_coefs, 2),
+            mst_lim_gr=np.zeros(1),
+            mst_dither=np.zeros(dither.DITHER_COEFS),
+            mst_dither_state=dither.make_dither_state(2),
+            mst_dither_shapings=np.array(
+                [dither.SHAPING_IDS["none"], dither.SHAPING_IDS[DITHER_SHAPING]], dtype=np.int64
+            ),
             mst_peak=np.zeros(2),
             mon_src_g=np.zeros(2),
             mon_m=np.zeros((2, 4)),
@@ -958,6 +1332,11 @@ class Engine:
             sys_coefs=np.zeros((n_sys, SYS_SECTIONS, 5, 2)),
             sys_fstate=np.zeros((n_sys, SYS_SECTIONS, 2, 2)),
             sys_buf=np.zeros((n, 2)),
+            sys_all=np.zeros((n, 2 * n_sys)),
+            sys_comp=sys_comp,
+            sim_comp=sim_comp,
+            sys_safety_coefs=np.zeros((lim.SAFETY_COEFS, 2 * n_sys)),
+            sys_safety=(*safety, np.zeros(1, dtype=np.int64)),
             sys_delay=np.zeros((n_sys, delay_len, 2)),
             sys_delay_pos=np.zeros(n_sys, dtype=np.int64),
             sys_delay_n=np.zeros(n_sys, dtype=np.int64),
@@ -1023,23 +1402,49 @@ class Engine:
         )
         self._q_tail = head
 
-    def render(self, inp: np.ndarray, block_frames: int = 4096) -> np.ndarray:
-        """Offline: process a whole float32 ``[frames, n_inputs]`` array, return the outputs."""
+    def render(self, inp: np.ndarray, block_frames: int = 4096, tap: str = "outputs") -> np.ndarray:
+        """Offline: process a whole float32 ``[frames, n_inputs]`` array.
+
+        tap="outputs" returns the interface outputs ``[frames, n_outputs]``; tap="master"
+        returns the master bus after limiter and dither ``[frames, 2]`` (what a bounce
+        writes), delayed by ``master_latency_samples``.
+        """
+        if tap not in ("outputs", "master"):
+            raise ValueError(f"tap must be 'outputs' or 'master', not {tap!r}")
         inp = np.ascontiguousarray(inp, dtype=np.float32)
         if inp.ndim != 2 or inp.shape[1] != self.session.n_inputs:
             raise ValueError(f"input must be [frames, {self.session.n_inputs}], got {inp.shape}")
         out = np.zeros((len(inp), self.session.n_outputs), dtype=np.float32)
+        master = np.zeros((len(inp), 2), dtype=np.float32) if tap == "master" else None
         step = min(block_frames, self.max_block_frames)
         for start in range(0, len(inp), step):
             self.service()
-            self.process(inp[start : start + step], out[start : start + step])
-        return out
+            block = slice(start, start + step)
+            self.process(inp[block], out[block])
+            if master is not None:
+                master[block] = self.state.mst_buf[: len(master[block])]
+        return out if master is None else master
+
+    @property
+    def master_latency_samples(self) -> int:
+        """Delay of the master chain: saturator halfband, limiter look-ahead, and the
+        linear-phase EQ when it is in use."""
+        linear = self.registry.get("/master/eq/mode") > 0.5
+        return (
+            stereo.SATURATOR_LATENCY
+            + lim.limiter_latency(self.state.mst_lim_coefs)
+            + ((self._lp_taps - 1) // 2 if linear else 0)
+        )
 
     @property
     def latency_samples(self) -> int:
-        """Delay of the master chain (saturator halfband, linear-phase EQ when in use)."""
-        linear = self.registry.get("/master/eq/mode") > 0.5
-        return stereo.SATURATOR_LATENCY + ((self._lp_taps - 1) // 2 if linear else 0)
+        """Delay from an input to the speakers: the master chain and the output safety
+        limiters' look-ahead (a system's alignment delay comes on top)."""
+        return self.master_latency_samples + self.safety_latency_samples
+
+    @property
+    def safety_latency_samples(self) -> int:
+        return lim.safety_lookahead_samples(SAFETY_LOOKAHEAD_MS, self.samplerate)
 
     @property
     def nan_events(self) -> int:

@@ -162,7 +162,7 @@ GROUP = (
 )
 GRP = _index(GROUP)
 GRP_COMP_ON = GRP["comp/on"]
-GRP_COMP = GRP["comp/threshold"]
+GRP_COMP = GRP["comp/threshold"]  # threshold, ratio, knee, attack, release, makeup
 GRP_MUTE = GRP["mute"]
 GRP_FADER = GRP["fader"]
 
@@ -186,7 +186,8 @@ FX_PARAMS = len(FX_COMMON)  # the effect's own parameters start here
 REVERB = (
     _T("predelay", "ms", 0.0, 250.0, 20.0, description="pre-delay"),
     _T("decay", "s", 0.1, 20.0, 1.8, LOG, description="reverb time T60"),
-    _T("damping", "Hz", 1000.0, 20000.0, 6000.0, LOG, description="high-frequency damping"),
+    _T("damping", "Hz", 1000.0, 20000.0, 6000.0, LOG, description="damping corner frequency"),
+    _T("hfratio", "", 0.05, 1.0, 0.5, LOG, description="decay above the damping corner / T60"),
     _T("size", "", 0.5, 2.0, 1.0, LOG, description="room size (delay-line scale)"),
     _T("width", "", 0.0, 1.0, 1.0, description="stereo width of the tail"),
 )
