@@ -739,58 +739,84 @@ def _glide(g, i, a):
 @kernel
 def _channels(s, n0, n1):
     x = s.ch_buf[n0:n1]
-    lanes = x.shape[1]
+    n, lanes = x.shape
     a = s.consts[2]
-    for i in range(n1 - n0):
-        for lane in range(lanes):
-            d = s.ch_in_g[1, lane] - s.ch_in_g[0, lane]
-            s.ch_in_g[0, lane] = s.ch_in_g[1, lane] if abs(d) < 1e-9 else s.ch_in_g[0, lane] + d * a
-            x[i, lane] *= s.ch_in_g[0, lane]
+    if _settled(s.ch_in_g):
+        g = s.ch_in_g[0]
+        for i in range(n):
+            for lane in range(lanes):
+                x[i, lane] *= g[lane]
+    else:
+        for i in range(n):
+            for lane in range(lanes):
+                _glide(s.ch_in_g, lane, a)
+                x[i, lane] *= s.ch_in_g[0, lane]
     _run_sections(x, s.ch_coefs, s.ch_fstate)
     if s.ch_dyn_on[0]:
-        dynamics.gate_bank(
-            x,
-            x,
-            s.ch_gate.coefs,
-            s.ch_gate.sc_coefs,
-            s.ch_gate.sc_state,
-            s.ch_gate.state,
-            s.ch_gate.link,
-            s.ch_gate.gr_db,
-        )
+        g = s.ch_gate
+        dynamics.gate_bank(x, x, g.coefs, g.sc_coefs, g.sc_state, g.state, g.link, g.gr_db)
     if s.ch_dyn_on[1]:
-        dynamics.compressor_bank(
-            x,
-            x,
-            s.ch_comp.coefs,
-            s.ch_comp.sc_coefs,
-            s.ch_comp.sc_state,
-            s.ch_comp.state,
-            s.ch_comp.link,
-            s.ch_comp.gr_db,
-        )
-    n_fx = s.fx_buf.shape[0]
+        c = s.ch_comp
+        dynamics.compressor_bank(x, x, c.coefs, c.sc_coefs, c.sc_state, c.state, c.link, c.gr_db)
+    if _settled(s.ch_out_g) and _settled(s.ch_send_g):
+        _mix_static(s, x, n0)
+    else:
+        _mix_gliding(s, x, n0, a)
+
+
+@kernel
+def _settled(g):
+    """True when every gain of ``g`` (float64[2, ...]: current, target) has arrived."""
+    cur = g[0].ravel()
+    tgt = g[1].ravel()
+    for k in range(cur.size):
+        if cur[k] != tgt[k]:
+            return False
+    return True
+
+
+@kernel
+def _mix_static(s, x, n0):
+    """Sum the lanes into their buses and sends with constant gains (the common case)."""
+    n, lanes = x.shape
+    for lane in range(lanes):
+        dest = s.ch_dest[lane]
+        gl = s.ch_out_g[0, lane, 0]
+        gr = s.ch_out_g[0, lane, 1]
+        peak = 0.0
+        for i in range(n):
+            v = x[i, lane]
+            s.bus_buf[dest, n0 + i, 0] += v * gl
+            s.bus_buf[dest, n0 + i, 1] += v * gr
+            peak = max(peak, abs(v))
+        s.ch_peak[lane] = max(s.ch_peak[lane], peak * max(abs(gl), abs(gr)))
+        for f in range(s.fx_buf.shape[0]):
+            sl = s.ch_send_g[0, lane, f, 0]
+            sr = s.ch_send_g[0, lane, f, 1]
+            if sl == 0.0 and sr == 0.0:
+                continue
+            for i in range(n):
+                s.fx_buf[f, n0 + i, 0] += x[i, lane] * sl
+                s.fx_buf[f, n0 + i, 1] += x[i, lane] * sr
+
+
+@kernel
+def _mix_gliding(s, x, n0, a):
+    """As _mix_static while gains move: every gain takes its per-sample step."""
+    n, lanes = x.shape
     og = s.ch_out_g
     sg = s.ch_send_g
-    for i in range(n1 - n0):
+    for i in range(n):
         for lane in range(lanes):
             v = x[i, lane]
             dest = s.ch_dest[lane]
             for side in range(2):
-                d = og[1, lane, side] - og[0, lane, side]
-                og[0, lane, side] = (
-                    og[1, lane, side] if abs(d) < 1e-9 else og[0, lane, side] + d * a
-                )
+                _glide(og[:, lane], side, a)
                 out = v * og[0, lane, side]
                 s.bus_buf[dest, n0 + i, side] += out
-                if abs(out) > s.ch_peak[lane]:
-                    s.ch_peak[lane] = abs(out)
-                for f in range(n_fx):
-                    d = sg[1, lane, f, side] - sg[0, lane, f, side]
-                    if abs(d) < 1e-9:
-                        sg[0, lane, f, side] = sg[1, lane, f, side]
-                    else:
-                        sg[0, lane, f, side] += d * a
+                s.ch_peak[lane] = max(s.ch_peak[lane], abs(out))
+                for f in range(s.fx_buf.shape[0]):
+                    _glide(sg[:, lane, f], side, a)
                     s.fx_buf[f, n0 + i, side] += v * sg[0, lane, f, side]
 
 

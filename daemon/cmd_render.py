@@ -1,0 +1,342 @@
+"""``studiod render SESSION OUT``: mix stem files through the engine to a premaster.
+
+The session file (TOML, see ``examples/session.toml``) names the stems, the engine session
+(groups, FX buses) and the mixer settings as registry addresses. The stems run through the
+same :class:`Engine` the daemon uses, in 4096-frame blocks, into the master bus; the
+premaster is the master bus with the true-peak limiter and the dither switched off, peak
+normalised (default -6 dBFS) and written as 24-bit PCM with TPDF dither (configurable).
+Optionally the mix is also mastered to a preset with ``studiod master``'s code.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from studiod.daemon.audiofile import AudioFileError, write_atomic
+from studiod.daemon.cmd_master import MasterOptions, master_audio
+from studiod.daemon.offline import (
+    BITS,
+    ENGINE_BLOCK_FRAMES,
+    EXIT_OK,
+    OfflineError,
+    Progress,
+    check_output,
+    dumps,
+    fail,
+    finite_or_none,
+    open_audio,
+    preset_from_args,
+    read_audio,
+    run_engine,
+    set_params,
+    write_text_atomic,
+)
+from studiod.dsp.dither import Dither
+from studiod.dsp.engine import Engine
+from studiod.dsp.loudness import measure
+from studiod.dsp.session import Session, SessionError
+
+SESSION_KEYS = ("samplerate", "channel", "group", "fx", "mix", "render")
+CHANNEL_KEYS = ("name", "stem")
+RENDER_DEFAULTS = {
+    "normalize": "peak",  # "peak": scale the premaster's sample peak to peak_dbfs; "none"
+    "peak_dbfs": -6.0,
+    "bits": "24",
+    "tail_s": 2.0,  # rendered after the longest stem so reverb and delay tails ring out
+    "master": None,  # a preset name: also write a mastered file
+    "master_out": None,  # where (relative to the session file); default OUT + "-master"
+    "master_bits": None,  # default: the preset's, else 24
+    "master_chain": {},  # /master/... settings for the mastering pass
+}
+NORMALIZE = ("peak", "none")
+# The mix runs this far below full scale through the monitor path (and is scaled back in
+# float afterwards) so that an output safety limiter never touches a premaster that peaks
+# above 0 dBFS before normalisation.
+HEADROOM_DB = 24.0
+_SYSTEM = "main"
+
+
+class RenderSession:
+    """A parsed, validated session file: the engine session, stems, mix and options."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        where = str(self.path)
+        if not self.path.is_file():
+            raise OfflineError(f"{where}: no such session file")
+        try:
+            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise OfflineError(f"{where}: not valid TOML ({exc})") from None
+        except OSError as exc:
+            raise OfflineError(f"{where}: cannot read ({exc.strerror})") from None
+        unknown = sorted(set(data) - set(SESSION_KEYS))
+        if unknown:
+            raise OfflineError(f"{where}: unknown key(s) {unknown}; known: {list(SESSION_KEYS)}")
+        channels = data.get("channel", [])
+        if not isinstance(channels, list) or not channels:
+            raise OfflineError(f"{where}: needs at least one [[channel]] with a name and a stem")
+        self.stems: list[Path] = []
+        names = []
+        for i, ch in enumerate(channels):
+            key = f"{where}: channel[{i}]"
+            if not isinstance(ch, dict):
+                raise OfflineError(f"{key}: must be a table")
+            bad = sorted(set(ch) - set(CHANNEL_KEYS))
+            if bad:
+                raise OfflineError(f"{key}: unknown key(s) {bad}; known: {list(CHANNEL_KEYS)}")
+            for k in CHANNEL_KEYS:
+                if not isinstance(ch.get(k), str) or not ch[k]:
+                    raise OfflineError(f"{key}: '{k}' must be a non-empty string")
+            names.append(ch["name"])
+            stem = Path(ch["stem"]).expanduser()
+            self.stems.append(stem if stem.is_absolute() else self.path.parent / stem)
+        self.names = names
+        self.samplerate = data.get("samplerate")
+        if self.samplerate is not None and (
+            not isinstance(self.samplerate, int) or isinstance(self.samplerate, bool)
+        ):
+            raise OfflineError(f"{where}: samplerate must be an integer (Hz)")
+        self.groups = data.get("group", [])
+        self.fx = data.get("fx", [])
+        self.mix = data.get("mix", {})
+        if not isinstance(self.mix, dict):
+            raise OfflineError(f"{where}: [mix] must be a table of address = value")
+        render = data.get("render", {})
+        if not isinstance(render, dict):
+            raise OfflineError(f"{where}: [render] must be a table")
+        bad = sorted(set(render) - set(RENDER_DEFAULTS))
+        if bad:
+            raise OfflineError(
+                f"{where}: [render] unknown key(s) {bad}; known: {list(RENDER_DEFAULTS)}"
+            )
+        self.options = {**RENDER_DEFAULTS, **render}
+
+    def engine_session(self, channel_counts: list[int], samplerate: int) -> Session:
+        """The engine session: one channel per stem (mono or stereo-linked), inputs in order."""
+        channels, pos = [], 1
+        for name, count in zip(self.names, channel_counts, strict=True):
+            channels.append({"name": name, "inputs": list(range(pos, pos + count))})
+            pos += count
+        data = {
+            "samplerate": samplerate,
+            "channel": channels,
+            "group": self.groups,
+            "fx": self.fx,
+            "monitor": {"system": [{"name": _SYSTEM, "outputs": [1, 2]}]},
+        }
+        try:
+            return Session.from_dict(data, where=str(self.path))
+        except SessionError as exc:
+            raise OfflineError(str(exc)) from None
+
+
+def _flatten_mix(mix: dict, prefix: str = "") -> dict:
+    """``[mix]`` accepts quoted addresses (``"/ch/1/fader" = -3``) and nested tables."""
+    out = {}
+    for key, value in mix.items():
+        address = (
+            f"{prefix}/{key.strip('/')}" if prefix else (key if key.startswith("/") else "/" + key)
+        )
+        if isinstance(value, dict):
+            out.update(_flatten_mix(value, address))
+        else:
+            out[address] = value
+    return out
+
+
+def load_stems(session: RenderSession, progress: Progress | None = None):
+    """Read every stem: (list of float32 [frames, 1|2], sample rate). Checks existence,
+    format, channel count and matching sample rates before any audio is read."""
+    rates = []
+    for stem in session.stems:
+        with open_audio(stem) as f:
+            if f.channels not in (1, 2):
+                raise OfflineError(f"{stem}: {f.channels} channels; a stem is mono or stereo")
+            rates.append(f.samplerate)
+    wanted = session.samplerate or rates[0]
+    for stem, rate in zip(session.stems, rates, strict=True):
+        if rate != wanted:
+            first = (
+                f"the session's samplerate {wanted}"
+                if session.samplerate
+                else (f"{session.stems[0]} ({wanted} Hz)")
+            )
+            raise OfflineError(
+                f"{stem}: sample rate {rate} Hz does not match {first}; resample the stems"
+            )
+    audio = [read_audio(stem, progress)[0] for stem in session.stems]
+    return audio, wanted
+
+
+def render_mix(
+    session: RenderSession, stems: list[np.ndarray], samplerate: int, tail_s: float,
+    progress: Progress | None = None,
+) -> np.ndarray:  # fmt: skip
+    """The master bus (limiter and dither off) as float64 [frames, 2]."""
+    counts = [s.shape[1] for s in stems]
+    engine = Engine(
+        session.engine_session(counts, samplerate), max_block_frames=ENGINE_BLOCK_FRAMES
+    )
+    frames = max(len(s) for s in stems) + round(tail_s * samplerate)
+    inp = np.zeros((frames, engine.session.n_inputs), dtype=np.float32)
+    col = 0
+    for s in stems:
+        inp[: len(s), col : col + s.shape[1]] = s
+        col += s.shape[1]
+    set_params(engine, _flatten_mix(session.mix), f"{session.path}: [mix]")
+    fixed = {
+        "/master/limiter/on": 0,
+        "/master/dither/bits": "off",
+        "/monitor/level": -HEADROOM_DB,
+    }
+    limit = f"/monitor/{_SYSTEM}/limit"
+    if limit in engine.registry:
+        fixed[limit] = engine.registry[limit].maximum
+    set_params(engine, fixed, "render")
+    if progress:
+        progress.relabel("mixing", frames + engine.latency_samples)
+    y = run_engine(engine, inp, [0, 1], progress)
+    return y.astype(np.float64) * 10.0 ** (HEADROOM_DB / 20.0)
+
+
+def _option(session: RenderSession, args, name: str):
+    value = getattr(args, name, None)
+    return session.options[name] if value is None else value
+
+
+def render(args) -> dict:
+    session = RenderSession(args.session)
+    normalize = "none" if args.no_normalize else session.options["normalize"]
+    if normalize not in NORMALIZE:
+        raise OfflineError(f"{session.path}: [render] normalize must be one of {NORMALIZE}")
+    peak_dbfs = float(_option(session, args, "peak_dbfs"))
+    if not (math.isfinite(peak_dbfs) and -60.0 <= peak_dbfs <= 0.0):
+        raise OfflineError(f"peak {peak_dbfs:g} dBFS is out of range -60…0")
+    bits = str(_option(session, args, "bits"))
+    tail_s = float(_option(session, args, "tail_s"))
+    if not (math.isfinite(tail_s) and 0.0 <= tail_s <= 60.0):
+        raise OfflineError(f"tail {tail_s:g} s is out of range 0…60")
+    subtype = check_output(args.output, bits)
+    master_name = _option(session, args, "master")
+    master_out = None
+    if master_name:
+        preset = preset_from_args(master_name, None, None)
+        master_bits = str(_option(session, args, "master_bits") or preset.bits or "24")
+        out = Path(args.output)
+        if args.master_out:
+            master_out = Path(args.master_out)
+        elif session.options["master_out"]:
+            master_out = session.path.parent / session.options["master_out"]
+        else:
+            master_out = out.with_name(f"{out.stem}-master{out.suffix}")
+        check_output(master_out, master_bits)
+        chain = session.options["master_chain"]
+        if not isinstance(chain, dict):
+            raise OfflineError(f"{session.path}: [render.master_chain] must be a table")
+
+    with Progress("reading stems", sum(1 for _ in session.stems)) as bar:
+        total = 0
+        for stem in session.stems:
+            with open_audio(stem) as f:
+                total += f.frames
+        bar.relabel("reading stems", total)
+        stems, samplerate = load_stems(session, bar)
+        mix = render_mix(session, stems, samplerate, tail_s, bar)
+        peak = float(np.max(np.abs(mix)))
+        if peak == 0.0:
+            raise OfflineError("the mix is silent: check the stems and the [mix] settings")
+        gain_db = peak_dbfs - 20.0 * math.log10(peak) if normalize == "peak" else 0.0
+        premaster = mix * 10.0 ** (gain_db / 20.0)
+        if bits != "32f":
+            if float(np.max(np.abs(premaster))) > 1.0:
+                raise OfflineError(
+                    f"the premaster peaks at {20 * math.log10(np.max(np.abs(premaster))):+.2f} "
+                    f"dBFS and would clip at {bits} bits: normalise it or use bits = '32f'"
+                )
+            premaster = Dither(bits=int(bits), lanes=2).process(premaster)
+        premaster = premaster.astype(np.float32)
+        mastered = None
+        if master_name:
+            mastered = master_audio(
+                mix.astype(np.float32),
+                samplerate,
+                MasterOptions(
+                    preset=preset,
+                    chain=dict(_flatten_mix(chain)) if chain else {},
+                    bits=master_bits,
+                ),
+                bar,
+            )
+    write_atomic(args.output, premaster, samplerate, subtype=subtype)
+    m = measure(premaster, samplerate)
+    report = {
+        "session": str(session.path),
+        "stems": [str(s) for s in session.stems],
+        "samplerate": samplerate,
+        "premaster": {
+            "path": str(args.output),
+            "bits": bits,
+            "normalize": normalize,
+            "gain_db": gain_db,
+            "sample_peak_dbfs": finite_or_none(m["sample_peak_dbfs"]),
+            "true_peak_dbtp": finite_or_none(m["true_peak_dbtp"]),
+            "integrated_lufs": finite_or_none(m["integrated_lufs"]),
+            "loudness_range_lu": finite_or_none(m["loudness_range_lu"]),
+            "duration_s": len(premaster) / samplerate,
+        },
+    }
+    if mastered is not None:
+        write_atomic(master_out, mastered.audio, mastered.samplerate, subtype=BITS[master_bits])
+        mastered.report["output"]["path"] = str(master_out)
+        report["master"] = mastered.report
+    return report
+
+
+def register(commands) -> None:
+    p = commands.add_parser(
+        "render",
+        help="mix a session's stems through the engine to a premaster (and a master)",
+        description="Render the stems named in SESSION (TOML, see examples/session.toml) "
+        "through the engine with the session's mixer settings, to a premaster OUT (the master "
+        "bus without limiter, peak-normalised to -6 dBFS, 24-bit by default) and optionally "
+        "a mastered file.",
+    )
+    p.add_argument("session", metavar="SESSION", help="session file (TOML)")
+    p.add_argument("output", metavar="OUT", help="premaster file (.wav, .flac, .aiff)")
+    p.add_argument("--peak", dest="peak_dbfs", type=float, metavar="DBFS",
+                   help="premaster sample peak (default -6)")  # fmt: skip
+    p.add_argument("--no-normalize", action="store_true", help="keep the mix's own level")
+    p.add_argument("--bits", choices=tuple(BITS), help="premaster bit depth (default 24)")
+    p.add_argument("--tail", dest="tail_s", type=float, metavar="S",
+                   help="seconds rendered after the longest stem (default 2)")  # fmt: skip
+    p.add_argument("--master", metavar="PRESET", help="also master the mix to this preset")
+    p.add_argument("--master-out", metavar="FILE", help="the mastered file (default OUT-master)")
+    p.add_argument("--master-bits", choices=tuple(BITS), help="mastered file's bit depth")
+    p.add_argument("--report", metavar="JSON", help="write a JSON report")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    try:
+        report = render(args)
+        if args.report:
+            write_text_atomic(args.report, dumps(report) + "\n")
+    except (OfflineError, AudioFileError) as exc:
+        return fail("render", str(exc))
+    pre = report["premaster"]
+    print(
+        f"studiod render: {pre['path']}: peak {pre['sample_peak_dbfs']:.2f} dBFS, "
+        f"{pre['integrated_lufs']:.2f} LUFS, {pre['bits']}-bit"
+    )
+    if "master" in report:
+        out = report["master"]["output"]
+        print(
+            f"studiod render: {out['path']}: {out['integrated_lufs']:.2f} LUFS, true peak "
+            f"{out['true_peak_dbtp']:.2f} dBTP ({report['master']['target']['preset']})"
+        )
+    return EXIT_OK

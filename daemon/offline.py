@@ -1,0 +1,506 @@
+"""Shared pieces of the offline commands (``analyze``, ``master``, ``render``).
+
+Loudness presets with their sources, a progress bar that only draws on a terminal, streaming
+analysis of audio files, platform compliance, album loudness, running an :class:`Engine` over
+a whole file without parameter glides, and crash-safe JSON output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from studiod.daemon.audiofile import AudioFileError, _format_for
+from studiod.dsp import loudness
+from studiod.dsp.engine import Engine
+from studiod.dsp.loudness import LoudnessMeter
+from studiod.dsp.registry import ENUM, ParamError
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # bad input, unreadable file, unreachable target (argparse uses 2 for usage)
+
+
+class OfflineError(Exception):
+    """A problem the user can fix; the commands print it as ``studiod CMD: error: ...``."""
+
+
+# --------------------------------------------------------------------------------------
+# loudness targets
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A delivery target: integrated loudness, true-peak ceiling, and where they come from.
+
+    tolerance_lu: how far from the target a file may measure and still comply (analyze);
+    bits / samplerate: the delivery format the preset implies (None: keep the input's).
+    """
+
+    name: str
+    integrated_lufs: float
+    ceiling_dbtp: float
+    tolerance_lu: float
+    source: str
+    bits: str | None = None
+    samplerate: int | None = None
+
+
+# Streaming platforms normalise playback to their reference and tolerate any loudness; the
+# ±1 LU compliance window for them is ours (a master within 1 LU is played back nearly as
+# mastered). Broadcast tolerances are the standards' own.
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "spotify",
+            -14.0,
+            -1.0,
+            1.0,
+            "Spotify for Artists, 'Loudness normalization': master at -14 LUFS integrated, "
+            "true peak below -1 dBTP",
+        ),
+        Preset(
+            "apple",
+            -16.0,
+            -1.0,
+            1.0,
+            "Apple Music Sound Check plays at -16 LUFS; Apple Digital Masters guidance: "
+            "true peak at most -1 dBTP",
+        ),
+        Preset(
+            "youtube",
+            -14.0,
+            -1.0,
+            1.0,
+            "YouTube normalises music to about -14 LUFS (no published spec); -1 dBTP as "
+            "AES TD1004.1.15-10 recommends for streaming",
+        ),
+        Preset(
+            "tidal",
+            -14.0,
+            -1.0,
+            1.0,
+            "TIDAL loudness normalisation to -14 LUFS; -1 dBTP per AES TD1004.1.15-10",
+        ),
+        Preset(
+            "amazon",
+            -14.0,
+            -2.0,
+            1.0,
+            "Amazon Music for Artists loudness guidance: -14 LUFS integrated, -2 dBTP",
+        ),
+        Preset(
+            "ebu-r128",
+            -23.0,
+            -1.0,
+            0.5,
+            "EBU R 128 (2020): programme loudness -23 LUFS (±0.5 LU), maximum true peak -1 dBTP",
+        ),
+        Preset(
+            "atsc",
+            -24.0,
+            -2.0,
+            2.0,
+            "ATSC A/85:2013: target -24 LKFS (±2 dB), true peak at most -2 dBTP",
+        ),
+        Preset(
+            "cd",
+            -10.0,
+            -0.3,
+            1.0,
+            "Red Book CD (IEC 60908) has no loudness norm: studiod's choice of -10 LUFS, "
+            "typical of current CD masters, with a -0.3 dBTP ceiling for consumer DACs' "
+            "inter-sample overs; 16-bit / 44.1 kHz as IEC 60908 requires",
+            bits="16",
+            samplerate=44100,
+        ),
+    )
+}
+
+
+def preset_from_args(target: str | None, lufs: float | None, ceiling: float | None) -> Preset:
+    """The preset named ``target``, or a custom one from ``lufs`` / ``ceiling`` (either
+    overrides the named preset's value)."""
+    if target is not None:
+        if target not in PRESETS:
+            raise OfflineError(f"unknown preset {target!r}; choose from {', '.join(PRESETS)}")
+        base = PRESETS[target]
+    elif lufs is not None:
+        base = Preset("custom", lufs, -1.0, 1.0, "given on the command line")
+    else:
+        raise OfflineError("give a target: --target PRESET or --lufs X [--ceiling Y]")
+    lufs = base.integrated_lufs if lufs is None else float(lufs)
+    ceiling = base.ceiling_dbtp if ceiling is None else float(ceiling)
+    if not (math.isfinite(lufs) and -70.0 < lufs <= 0.0):
+        raise OfflineError(f"--lufs {lufs:g} is out of range (-70, 0]")
+    if not (math.isfinite(ceiling) and -20.0 <= ceiling <= 0.0):
+        raise OfflineError(f"--ceiling {ceiling:g} dBTP is out of range -20…0")
+    if (lufs, ceiling) == (base.integrated_lufs, base.ceiling_dbtp):
+        return base
+    return Preset(
+        base.name if target else "custom",
+        lufs,
+        ceiling,
+        base.tolerance_lu,
+        f"{base.source}; overridden on the command line" if target else base.source,
+        base.bits,
+        base.samplerate,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# output formats
+
+BITS = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+
+
+def check_output(path: str | Path, bits: str) -> str:
+    """The libsndfile subtype for ``bits``; OfflineError if the file type cannot hold it.
+    Checked before any work so that a bad OUT fails in a second, not after a render."""
+    if bits not in BITS:
+        raise OfflineError(f"bit depth {bits!r} is not one of {', '.join(BITS)}")
+    try:
+        fmt = _format_for(Path(path))
+    except AudioFileError as exc:
+        raise OfflineError(str(exc)) from None
+    if not sf.check_format(fmt, BITS[bits]):
+        raise OfflineError(f"{path}: {fmt} cannot hold {bits}-bit audio; use .wav")
+    if Path(path).is_dir():
+        raise OfflineError(f"{path}: is a directory")
+    return BITS[bits]
+
+
+# --------------------------------------------------------------------------------------
+# progress
+
+
+class Progress:
+    """A one-line progress bar on ``stream`` (stderr), drawn only when it is a terminal.
+
+    >>> with Progress("mastering", total_frames) as bar:
+    ...     bar.update(frames_done_now)
+    """
+
+    WIDTH = 30
+    MIN_INTERVAL_S = 0.1  # at most 10 redraws a second
+
+    def __init__(self, label: str, total: int, stream=None, enabled: bool | None = None):
+        self.stream = sys.stderr if stream is None else stream
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty())
+        self.enabled = enabled
+        self.label = label
+        self.total = max(int(total), 1)
+        self.done = 0
+        self._last = 0.0
+
+    def update(self, n: int) -> None:
+        self.done = min(self.done + int(n), self.total)
+        now = time.monotonic()
+        if self.enabled and (now - self._last >= self.MIN_INTERVAL_S or self.done == self.total):
+            self._last = now
+            self._draw()
+
+    def relabel(self, label: str, total: int | None = None) -> None:
+        """Start a new pass (an iteration of master's gain search) on the same line."""
+        self.label = label
+        if total is not None:
+            self.total = max(int(total), 1)
+        self.done = 0
+
+    def _draw(self) -> None:
+        frac = self.done / self.total
+        filled = round(frac * self.WIDTH)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self.stream.write(f"\r{self.label:<28.28} [{bar}] {100 * frac:5.1f} %")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * (self.WIDTH + 40) + "\r")
+            self.stream.flush()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------
+# reading and analysing files
+
+READ_BLOCK_FRAMES = 65536
+
+
+def open_audio(path: str | Path) -> sf.SoundFile:
+    """Open an audio file for streaming; AudioFileError names the file and the reason."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise AudioFileError(f"{path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise AudioFileError(f"{path}: permission denied")
+    try:
+        return sf.SoundFile(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioFileError(f"{path}: unsupported or unreadable audio format ({exc})") from None
+
+
+def read_audio(path: str | Path, progress: Progress | None = None) -> tuple[np.ndarray, int]:
+    """The whole file as float32 [frames, channels] and its sample rate."""
+    with open_audio(path) as f:
+        frames = f.frames
+        out = np.zeros((frames, f.channels), dtype=np.float32)
+        pos = 0
+        try:
+            while pos < frames:
+                got = f.read(min(READ_BLOCK_FRAMES, frames - pos), dtype="float32", always_2d=True)
+                if len(got) == 0:
+                    break
+                out[pos : pos + len(got)] = got
+                pos += len(got)
+                if progress:
+                    progress.update(len(got))
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioFileError(f"{path}: read error at frame {pos} ({exc})") from None
+        return out[:pos], f.samplerate
+
+
+def finite_or_none(value) -> float | None:
+    """JSON has no -inf/NaN: silence and undefined readings become null."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class FileAnalysis:
+    """One file's readings (the JSON keys of ``studiod analyze``) and its meter."""
+
+    readings: dict
+    meter: LoudnessMeter
+
+
+def analyze_file(path: str | Path, progress: Progress | None = None) -> FileAnalysis:
+    """Stream ``path`` through the BS.1770-4 meter (constant memory for any length)."""
+    with open_audio(path) as f:
+        channels, samplerate, frames = f.channels, f.samplerate, f.frames
+        if channels not in loudness.DEFAULT_LAYOUT:
+            raise AudioFileError(
+                f"{path}: {channels} channels; the meter takes "
+                f"{', '.join(f'{c} ({n})' for c, n in loudness.DEFAULT_LAYOUT.items())}"
+            )
+        try:
+            meter = LoudnessMeter(samplerate, channels)
+        except ValueError as exc:
+            raise AudioFileError(f"{path}: {exc}") from None
+        if progress:
+            progress.relabel(Path(path).name, frames)
+        done = 0
+        try:
+            for block in f.blocks(READ_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                meter.process(block)
+                done += len(block)
+                if progress:
+                    progress.update(len(block))
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioFileError(f"{path}: read error at frame {done} ({exc})") from None
+    r = meter.readings()
+    readings = {
+        "path": str(path),
+        "samplerate": samplerate,
+        "channels": channels,
+        "duration_s": done / samplerate,
+        "integrated_lufs": finite_or_none(r["integrated_lufs"]),
+        "loudness_range_lu": finite_or_none(r["loudness_range_lu"]),
+        "true_peak_dbtp": finite_or_none(r["true_peak_dbtp"]),
+        "sample_peak_dbfs": finite_or_none(r["sample_peak_dbfs"]),
+        "momentary_max_lufs": finite_or_none(r["momentary_max_lufs"]),
+        "short_term_max_lufs": finite_or_none(r["shortterm_max_lufs"]),
+        "correlation": finite_or_none(r["correlation"]),
+    }
+    return FileAnalysis(readings, meter)
+
+
+def compliance(integrated_lufs: float | None, true_peak_dbtp: float | None) -> dict:
+    """Per preset: the gain a platform's normalisation applies, the true peak after it, and
+    whether the file complies (loudness within the preset's tolerance, true peak at most the
+    ceiling). Silence (None) complies with nothing."""
+    out = {}
+    for name, p in PRESETS.items():
+        if integrated_lufs is None:
+            out[name] = {
+                "target_lufs": p.integrated_lufs,
+                "ceiling_dbtp": p.ceiling_dbtp,
+                "tolerance_lu": p.tolerance_lu,
+                "gain_db": None,
+                "true_peak_after_gain_dbtp": None,
+                "loudness_ok": False,
+                "true_peak_ok": False,
+                "compliant": False,
+            }
+            continue
+        gain_db = p.integrated_lufs - integrated_lufs
+        loud_ok = abs(gain_db) <= p.tolerance_lu
+        peak_ok = true_peak_dbtp is None or true_peak_dbtp <= p.ceiling_dbtp
+        out[name] = {
+            "target_lufs": p.integrated_lufs,
+            "ceiling_dbtp": p.ceiling_dbtp,
+            "tolerance_lu": p.tolerance_lu,
+            "gain_db": round(gain_db, 2),
+            "true_peak_after_gain_dbtp": (
+                None if true_peak_dbtp is None else round(true_peak_dbtp + gain_db, 2)
+            ),
+            "loudness_ok": bool(loud_ok),
+            "true_peak_ok": bool(peak_ok),
+            "compliant": bool(loud_ok and peak_ok),
+        }
+    return out
+
+
+def album_integrated_lufs(meters: list[LoudnessMeter]) -> float | None:
+    """Integrated loudness of several files as one programme: BS.1770-4 gating over the union
+    of all files' 400 ms gating blocks (as libebur128's ``ebur128_loudness_global_multiple``).
+
+    The meters' gating-block histograms hold exact per-bin energy sums and counts, so their
+    sum is the histogram of the union; the meter's own gate then runs on it. None for silence.
+    """
+    fine = np.zeros_like(meters[0].state.hist_fine[loudness.HIST_INTEGRATED])
+    coarse = np.zeros_like(meters[0].state.hist_coarse[loudness.HIST_INTEGRATED])
+    for m in meters:
+        fine += m.state.hist_fine[loudness.HIST_INTEGRATED]
+        coarse += m.state.hist_coarse[loudness.HIST_INTEGRATED]
+    readings = np.zeros(loudness.METERS_SIZE)
+    # the meter's own gate (dsp.loudness), run on the merged histogram
+    loudness._integrated_from_hist(fine, coarse, readings)
+    return finite_or_none(readings[loudness.INTEGRATED])
+
+
+# --------------------------------------------------------------------------------------
+# running the engine offline
+
+ENGINE_BLOCK_FRAMES = 4096
+PREROLL_MAX_S = 5.0
+
+
+def set_params(engine: Engine, settings: dict, where: str) -> None:
+    """Apply ``{address: value}`` through the registry's validation; errors name ``where``."""
+    for address, value in settings.items():
+        try:
+            if isinstance(value, str) and engine.registry[address].kind != ENUM:
+                # command-line text for a number ("-3", "on" is not one)
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ParamError(f"{address}: {value!r} is not a number") from None
+            engine.set(address, value)
+        except ParamError as exc:
+            raise OfflineError(f"{where}: {exc}") from None
+
+
+def _settle(engine: Engine) -> None:
+    """Process silence until every smoothed parameter has reached its target.
+
+    The engine glides every change (no zipper noise), so parameters set before a render
+    would otherwise glide from their defaults during the first few hundred ms of the file.
+    Silence in leaves the filter and dynamics states as fresh as a new engine's.
+    """
+    inp = np.zeros((ENGINE_BLOCK_FRAMES, engine.session.n_inputs), dtype=np.float32)
+    out = np.zeros((ENGINE_BLOCK_FRAMES, engine.session.n_outputs), dtype=np.float32)
+    blocks = math.ceil(PREROLL_MAX_S * engine.samplerate / ENGINE_BLOCK_FRAMES)
+    for k in range(blocks):
+        engine.service()
+        engine.process(inp, out)
+        # the gains' per-sample glide (5 ms) needs more than the last tick: run 0.5 s at least
+        if k * ENGINE_BLOCK_FRAMES >= engine.samplerate // 2 and not engine.state.dirty.any():
+            return
+    raise OfflineError("the engine's parameters did not settle (internal error)")
+
+
+def run_engine(
+    engine: Engine, inp: np.ndarray, columns: list[int], progress: Progress | None = None
+) -> np.ndarray:
+    """Render float32 ``inp`` [frames, n_inputs] and return output ``columns`` as float32
+    [frames, len(columns)], aligned with the input (the engine's latency removed)."""
+    _settle(engine)
+    latency = engine.latency_samples
+    frames = len(inp)
+    total = frames + latency
+    src = np.zeros((ENGINE_BLOCK_FRAMES, engine.session.n_inputs), dtype=np.float32)
+    out = np.zeros((ENGINE_BLOCK_FRAMES, engine.session.n_outputs), dtype=np.float32)
+    result = np.zeros((total, len(columns)), dtype=np.float32)
+    for start in range(0, total, ENGINE_BLOCK_FRAMES):
+        n = min(ENGINE_BLOCK_FRAMES, total - start)
+        src[:] = 0.0
+        if start < frames:
+            m = min(n, frames - start)
+            src[:m] = inp[start : start + m]
+        engine.service()
+        engine.process(src[:n], out[:n])
+        result[start : start + n] = out[:n, columns]
+        if progress:
+            progress.update(n)
+    return result[latency:]
+
+
+# --------------------------------------------------------------------------------------
+# JSON
+
+
+def jsonable(obj):
+    """Replace non-finite floats by None (JSON has no -inf/NaN), recursively."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return finite_or_none(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def dumps(obj) -> str:
+    return json.dumps(jsonable(obj), indent=2, allow_nan=False)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Temporary file in the same directory, fsync, rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fail(command: str, message: str) -> int:
+    """Print ``studiod COMMAND: error: message`` to stderr and return the error exit code."""
+    print(f"studiod {command}: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A table cell: the number, or '-inf' / '—' for silence and undefined readings."""
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}"

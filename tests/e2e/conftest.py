@@ -1,0 +1,277 @@
+"""End-to-end fixtures: a real JACK server (dummy driver) under a private name, the daemon
+as a subprocess (`studiod run`, with this test as its systemd: an sd_notify socket), and a
+JACK peer client that plays into the daemon's inputs and records its outputs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FS = 48000
+
+
+def _wait(predicate, timeout: float, what: str, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class JackServer:
+    """``jackd -d dummy -r 48000 -p PERIOD`` with 8 capture and 8 playback ports."""
+
+    def __init__(self, period: int = 128):
+        self.name = f"studiod-e2e-{uuid.uuid4().hex[:8]}"
+        self.period = period
+        self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["jackd", "-d", "dummy", "-r", str(FS), "-p", str(self.period), "-C", "8", "-P", "8"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait(lambda: self.run("jack_lsp").returncode == 0, 10.0, "jackd to start")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashing server would go."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=10)
+
+    def ports(self) -> list[str]:
+        out = self.run("jack_lsp")
+        return out.stdout.split() if out.returncode == 0 else []
+
+    def connect(self, source: str, destination: str) -> None:
+        result = self.run("jack_connect", source, destination)
+        assert result.returncode == 0, result.stderr
+
+
+class DaemonProcess:
+    """`studiod run --config PATH` in the server's environment; READY/STATUS through our
+    own sd_notify socket, like systemd's Type=notify."""
+
+    def __init__(self, config: Path, env: dict, tmp_path: Path):
+        self.config = config
+        self.env = env
+        self.sock_path = tmp_path / f"notify-{uuid.uuid4().hex[:6]}.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.sock_path))
+        self.proc: subprocess.Popen | None = None
+        self.stderr_path = tmp_path / f"daemon-{uuid.uuid4().hex[:6]}.log"
+        self.status = ""
+
+    def start(self, timeout: float = 120.0) -> None:
+        env = dict(self.env, NOTIFY_SOCKET=str(self.sock_path))
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "studiod.daemon.cli", "run", "--config", str(self.config)],
+                env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO,
+            )  # fmt: skip
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        self.sock.settimeout(timeout)
+        while True:
+            try:
+                message = self.sock.recv(4096).decode()
+            except TimeoutError:
+                raise TimeoutError(f"no READY=1 within {timeout} s:\n{self.log()}") from None
+            for line in message.split("\n"):
+                if line.startswith("STATUS="):
+                    self.status = line[7:]
+            if "READY=1" in message:
+                return
+
+    def reload(self) -> None:
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_ready()
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def stopped_stats(self) -> dict:
+        """The figures of the daemon's final "stopped:" log line."""
+        match = re.search(r"stopped: (\d+) callbacks, (\d+) xruns.*p99.9 (\d+) µs, max (\d+) µs "
+                          r"\(([\d.]+) % of the (\d+) µs period", self.log())  # fmt: skip
+        assert match, self.log()
+        return {"callbacks": int(match[1]), "xruns": int(match[2]), "p999_us": int(match[3]),
+                "max_us": int(match[4]), "max_pct": float(match[5]),
+                "period_us": int(match[6])}  # fmt: skip
+
+    def close(self) -> None:
+        self.stop()
+        self.sock.close()
+
+
+class DeadlineProbe:
+    """What the machine itself can do: a thread (SCHED_FIFO when allowed, like JACK's) that
+    sleeps to deadlines one period apart and counts the wake-ups later than a period. When
+    it misses deadlines, so does any audio client, whatever its code does."""
+
+    def __init__(self, period_s: float, priority: int = 70):
+        self.period_ns = int(period_s * 1e9)
+        self.priority = priority
+        self.misses = 0
+        self.worst_ns = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
+        except (OSError, AttributeError):
+            pass
+        due = time.perf_counter_ns() + self.period_ns
+        while not self._stop.is_set():
+            now = time.perf_counter_ns()
+            if due > now:
+                time.sleep((due - now) * 1e-9)
+            late = time.perf_counter_ns() - due
+            self.worst_ns = max(self.worst_ns, late)
+            if late > self.period_ns:
+                self.misses += 1
+                due = time.perf_counter_ns()
+            due += self.period_ns
+
+
+class Peer:
+    """tests/e2e/jack_peer.py in its own process: plays into the daemon, records it."""
+
+    def __init__(self, server: JackServer, name: str, inputs: int, outputs: int):
+        self.server, self.name = server, name
+        self.inputs, self.outputs = inputs, outputs
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.jack_peer", name, str(inputs), str(outputs)],
+            env=server.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        line = self.proc.stdout.readline().strip()
+        assert line == "ready", f"peer said {line!r}"
+
+    def _ask(self, command: str) -> str:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def wire(self, daemon_client: str = "studiod") -> None:
+        """peer out k -> daemon in k; daemon out k -> peer in k (PortAudio numbers from 0)."""
+        for k in range(self.outputs):
+            self.server.connect(f"{self.name}:out_{k}", f"{daemon_client}:in_{k + 1}")
+        for k in range(self.inputs):
+            self.server.connect(f"{daemon_client}:out_{k + 1}", f"{self.name}:in_{k}")
+
+    def play(self, signal_: np.ndarray, tmp_path: Path) -> None:
+        path = tmp_path / f"play-{uuid.uuid4().hex[:6]}.npy"
+        np.save(path, signal_.astype(np.float32))
+        assert self._ask(f"play {path}") == "ok"
+
+    def record(self, seconds: float, tmp_path: Path) -> np.ndarray:
+        path = tmp_path / f"rec-{uuid.uuid4().hex[:6]}.npy"
+        assert self._ask(f"record {seconds} {path}") == "done"
+        return np.load(path)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def jack_server():
+    if shutil.which("jackd") is None:  # ./run installs jackd2; a missing peer is a failure
+        pytest.fail("jackd is not installed (Debian package jackd2)")
+    server = JackServer(period=128)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def daemon_factory(jack_server, tmp_path):
+    made = []
+
+    def make(config: Path) -> DaemonProcess:
+        daemon = DaemonProcess(config, jack_server.env, tmp_path)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+@pytest.fixture
+def peer_factory(jack_server):
+    made = []
+
+    def make(name: str = "peer", inputs: int = 4, outputs: int = 2) -> Peer:
+        peer = Peer(jack_server, name, inputs, outputs)
+        made.append(peer)
+        return peer
+
+    yield make
+    for peer in made:
+        peer.close()
