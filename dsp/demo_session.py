@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal as ss
 
-from studiod.dsp.session import ChannelSpec, FxSpec, GroupSpec, MonitorSystemSpec, Session
+from studiod.dsp.session import STANDARD_SYSTEMS, ChannelSpec, FxSpec, GroupSpec, Session
 
 BPM = 120.0
 TRACKS = ("kick", "snare", "hat", "bass", "pad_l", "pad_r", "lead", "room")
@@ -37,15 +37,7 @@ def demo_session(samplerate: int = 48000) -> Session:
         ),
         groups=(GroupSpec("drums"),),
         fx=(FxSpec("reverb", "reverb"), FxSpec("delay", "delay")),
-        systems=(
-            MonitorSystemSpec("studio", (1, 2)),
-            MonitorSystemSpec("alt", (3, 4)),
-            MonitorSystemSpec("headphones", (5, 6)),
-            MonitorSystemSpec("car", (1, 2), simulation="car"),
-            MonitorSystemSpec("earbuds", (5, 6), simulation="earbuds"),
-            MonitorSystemSpec("phone", (7,), simulation="phone", mono=True),
-            MonitorSystemSpec("mono", (8,), mono=True),
-        ),
+        systems=STANDARD_SYSTEMS,
         ext_inputs=(9, 10),
     )
 

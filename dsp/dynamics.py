@@ -40,8 +40,8 @@ are summed with a per-band weight (solo/mute).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -798,15 +798,87 @@ def _check_audio(x: np.ndarray, lanes: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-class Compressor:
+class _Dynamics:
+    """What the compressor and the gate classes share: per-lane parameters checked against
+    ranges, the side-chain filter and the link, the kernel call and the state."""
+
+    _what = ""  # "compressor" / "gate", for error messages
+    # parameter name: (bounds, allow_inf)
+    _ranges: ClassVar[Mapping[str, tuple[tuple[float, float], bool]]] = {}
+
+    def __init__(self, samplerate: float, lanes: int, arrays, **params):
+        self.samplerate = _check_samplerate(samplerate)
+        self.lanes = _check_lanes(lanes)
+        self.arrays = arrays(self.lanes)
+        self.params: dict[str, np.ndarray] = {}
+        self.set(**params)
+
+    def set(self, **params) -> None:
+        """Change parameters (any of the constructor's keywords); the state is kept."""
+        checked = dict(self.params)
+        link = params.pop("link", self.arrays.link)
+        hpf_bounds = (
+            SIDECHAIN_HPF_RANGE_HZ[0],
+            min(SIDECHAIN_HPF_RANGE_HZ[1], 0.49 * self.samplerate),
+        )
+        for name, value in params.items():
+            if name == "sidechain_hpf_hz":
+                bounds, allow_inf, allow_zero = hpf_bounds, False, True
+            elif name in self._ranges:
+                (bounds, allow_inf), allow_zero = self._ranges[name], False
+            else:
+                known = sorted([*self._ranges, "sidechain_hpf_hz", "link"])
+                raise ValueError(f"unknown {self._what} parameter {name!r}; one of {known}")
+            checked[name] = _check_range(
+                name, value, self.lanes, bounds, allow_inf=allow_inf, allow_zero=allow_zero
+            )
+        link_arr = make_link(link, self.lanes)
+        self.params = checked
+        self.arrays.link[:] = link_arr
+        for lane in range(self.lanes):
+            self._design(lane)
+            design_sidechain_hpf(
+                checked["sidechain_hpf_hz"][lane],
+                self.samplerate,
+                self.arrays.sc_coefs[:, :, lane],
+            )
+
+    def _design(self, lane: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def gain_reduction_db(self) -> np.ndarray:
+        """Gain reduction (attenuation) per lane in dB (>= 0) at the end of the last block."""
+        return self.arrays.gr_db.copy()
+
+    def reset(self) -> None:
+        self.arrays.state[:] = 0.0
+        self.arrays.sc_state[:] = 0.0
+        self.arrays.gr_db[:] = 0.0
+
+
+class Compressor(_Dynamics):
     """Feed-forward peak compressor with state, for offline use and tests.
 
     >>> comp = Compressor(48000, lanes=2, threshold_db=-18, ratio=4, link="stereo")
     >>> y = comp.process(x)  # x: (n,) or (n, lanes), float32/float64; keeps state
     >>> comp.gain_reduction_db  # per lane, dB >= 0, at the end of the last block
 
-    Every parameter is a scalar (all lanes) or one value per lane; see ``set``.
+    Every parameter is a scalar (all lanes) or one value per lane. Ranges: threshold_db
+    -60…0, ratio 1…100 or inf, knee_db 0…24, attack_ms 0.05…500, release_ms 5…5000,
+    makeup_db -12…+24, sidechain_hpf_hz 0 (off) or 10…20000 (and <= 0.49 fs); link None,
+    "stereo" or a partner per lane.
     """
+
+    _what = "compressor"
+    _ranges: ClassVar[Mapping[str, tuple[tuple[float, float], bool]]] = {
+        "threshold_db": (THRESHOLD_RANGE_DB, False),
+        "ratio": (RATIO_RANGE, True),
+        "knee_db": (KNEE_RANGE_DB, False),
+        "attack_ms": (ATTACK_RANGE_MS, False),
+        "release_ms": (RELEASE_RANGE_MS, False),
+        "makeup_db": (MAKEUP_RANGE_DB, False),
+    }
 
     def __init__(
         self,
@@ -822,11 +894,10 @@ class Compressor:
         sidechain_hpf_hz=0.0,
         link=None,
     ):
-        self.samplerate = _check_samplerate(samplerate)
-        self.lanes = _check_lanes(lanes)
-        self.arrays = make_compressor_arrays(self.lanes)
-        self.params: dict[str, np.ndarray] = {}
-        self.set(
+        super().__init__(
+            samplerate,
+            lanes,
+            make_compressor_arrays,
             threshold_db=threshold_db,
             ratio=ratio,
             knee_db=knee_db,
@@ -837,64 +908,18 @@ class Compressor:
             link=link,
         )
 
-    def set(self, **params) -> None:
-        """Change parameters (any of the constructor's keywords); the state is kept.
-
-        Ranges: threshold_db -60…0, ratio 1…100 or inf, knee_db 0…24, attack_ms 0.05…500,
-        release_ms 5…5000, makeup_db -12…+24, sidechain_hpf_hz 0 (off) or 10…20000 (and
-        <= 0.49 fs); link None, "stereo" or a partner per lane.
-        """
-        lanes = self.lanes
-        checked = dict(self.params)
-        link = params.pop("link", self.arrays.link)
-        checks = {
-            "threshold_db": (THRESHOLD_RANGE_DB, False, False),
-            "ratio": (RATIO_RANGE, True, False),
-            "knee_db": (KNEE_RANGE_DB, False, False),
-            "attack_ms": (ATTACK_RANGE_MS, False, False),
-            "release_ms": (RELEASE_RANGE_MS, False, False),
-            "makeup_db": (MAKEUP_RANGE_DB, False, False),
-            "sidechain_hpf_hz": (
-                (SIDECHAIN_HPF_RANGE_HZ[0], min(SIDECHAIN_HPF_RANGE_HZ[1], 0.49 * self.samplerate)),
-                False,
-                True,
-            ),
-        }
-        for name, value in params.items():
-            if name not in checks:
-                raise ValueError(f"unknown compressor parameter {name!r}; one of {sorted(checks)}")
-            bounds, allow_inf, allow_zero = checks[name]
-            checked[name] = _check_range(
-                name, value, lanes, bounds, allow_inf=allow_inf, allow_zero=allow_zero
-            )
-        link_arr = make_link(link, lanes)
-        self.params = checked
-        self.arrays.link[:] = link_arr
+    def _design(self, lane: int) -> None:
         p = self.params
-        for lane in range(lanes):
-            design_compressor(
-                p["threshold_db"][lane],
-                p["ratio"][lane],
-                p["knee_db"][lane],
-                p["attack_ms"][lane],
-                p["release_ms"][lane],
-                p["makeup_db"][lane],
-                self.samplerate,
-                self.arrays.coefs[:, lane],
-            )
-            design_sidechain_hpf(
-                p["sidechain_hpf_hz"][lane], self.samplerate, self.arrays.sc_coefs[:, :, lane]
-            )
-
-    @property
-    def gain_reduction_db(self) -> np.ndarray:
-        """Gain reduction per lane in dB (>= 0) at the end of the last block."""
-        return self.arrays.gr_db.copy()
-
-    def reset(self) -> None:
-        self.arrays.state[:] = 0.0
-        self.arrays.sc_state[:] = 0.0
-        self.arrays.gr_db[:] = 0.0
+        design_compressor(
+            p["threshold_db"][lane],
+            p["ratio"][lane],
+            p["knee_db"][lane],
+            p["attack_ms"][lane],
+            p["release_ms"][lane],
+            p["makeup_db"][lane],
+            self.samplerate,
+            self.arrays.coefs[:, lane],
+        )
 
     def process(self, x: np.ndarray) -> np.ndarray:
         frames = _check_audio(x, self.lanes)
@@ -902,15 +927,27 @@ class Compressor:
         return from_frames(frames, x)
 
 
-class Gate:
+class Gate(_Dynamics):
     """Gate / downward expander with hold and hysteresis, for offline use and tests.
 
     >>> gate = Gate(48000, lanes=1, threshold_db=-50, range_db=60, ratio=math.inf)
     >>> y = gate.process(x)
 
     The gate opens at threshold_db and closes GATE_HYSTERESIS_DB (3 dB) lower, after
-    hold_ms; see ``gate_bank``.
+    hold_ms; see ``gate_bank``. Ranges: threshold_db -90…0, range_db 0…90, ratio 1…100 or
+    inf, attack_ms 0.05…500, hold_ms 0…2000, release_ms 5…5000, sidechain_hpf_hz 0 (off) or
+    10…20000.
     """
+
+    _what = "gate"
+    _ranges: ClassVar[Mapping[str, tuple[tuple[float, float], bool]]] = {
+        "threshold_db": (GATE_THRESHOLD_RANGE_DB, False),
+        "range_db": (GATE_RANGE_RANGE_DB, False),
+        "ratio": (RATIO_RANGE, True),
+        "attack_ms": (ATTACK_RANGE_MS, False),
+        "hold_ms": (HOLD_RANGE_MS, False),
+        "release_ms": (RELEASE_RANGE_MS, False),
+    }
 
     def __init__(
         self,
@@ -926,11 +963,10 @@ class Gate:
         sidechain_hpf_hz=0.0,
         link=None,
     ):
-        self.samplerate = _check_samplerate(samplerate)
-        self.lanes = _check_lanes(lanes)
-        self.arrays = make_gate_arrays(self.lanes)
-        self.params: dict[str, np.ndarray] = {}
-        self.set(
+        super().__init__(
+            samplerate,
+            lanes,
+            make_gate_arrays,
             threshold_db=threshold_db,
             range_db=range_db,
             ratio=ratio,
@@ -941,63 +977,18 @@ class Gate:
             link=link,
         )
 
-    def set(self, **params) -> None:
-        """Change parameters (any of the constructor's keywords); the state is kept.
-
-        Ranges: threshold_db -90…0, range_db 0…90, ratio 1…100 or inf, attack_ms 0.05…500,
-        hold_ms 0…2000, release_ms 5…5000, sidechain_hpf_hz 0 (off) or 10…20000.
-        """
-        lanes = self.lanes
-        checked = dict(self.params)
-        link = params.pop("link", self.arrays.link)
-        checks = {
-            "threshold_db": (GATE_THRESHOLD_RANGE_DB, False, False),
-            "range_db": (GATE_RANGE_RANGE_DB, False, False),
-            "ratio": (RATIO_RANGE, True, False),
-            "attack_ms": (ATTACK_RANGE_MS, False, False),
-            "hold_ms": (HOLD_RANGE_MS, False, False),
-            "release_ms": (RELEASE_RANGE_MS, False, False),
-            "sidechain_hpf_hz": (
-                (SIDECHAIN_HPF_RANGE_HZ[0], min(SIDECHAIN_HPF_RANGE_HZ[1], 0.49 * self.samplerate)),
-                False,
-                True,
-            ),
-        }
-        for name, value in params.items():
-            if name not in checks:
-                raise ValueError(f"unknown gate parameter {name!r}; one of {sorted(checks)}")
-            bounds, allow_inf, allow_zero = checks[name]
-            checked[name] = _check_range(
-                name, value, lanes, bounds, allow_inf=allow_inf, allow_zero=allow_zero
-            )
-        link_arr = make_link(link, lanes)
-        self.params = checked
-        self.arrays.link[:] = link_arr
+    def _design(self, lane: int) -> None:
         p = self.params
-        for lane in range(lanes):
-            design_gate(
-                p["threshold_db"][lane],
-                p["range_db"][lane],
-                p["ratio"][lane],
-                p["attack_ms"][lane],
-                p["hold_ms"][lane],
-                p["release_ms"][lane],
-                self.samplerate,
-                self.arrays.coefs[:, lane],
-            )
-            design_sidechain_hpf(
-                p["sidechain_hpf_hz"][lane], self.samplerate, self.arrays.sc_coefs[:, :, lane]
-            )
-
-    @property
-    def gain_reduction_db(self) -> np.ndarray:
-        """Attenuation per lane in dB (>= 0) at the end of the last block."""
-        return self.arrays.gr_db.copy()
-
-    def reset(self) -> None:
-        self.arrays.state[:] = 0.0
-        self.arrays.sc_state[:] = 0.0
-        self.arrays.gr_db[:] = 0.0
+        design_gate(
+            p["threshold_db"][lane],
+            p["range_db"][lane],
+            p["ratio"][lane],
+            p["attack_ms"][lane],
+            p["hold_ms"][lane],
+            p["release_ms"][lane],
+            self.samplerate,
+            self.arrays.coefs[:, lane],
+        )
 
     def process(self, x: np.ndarray) -> np.ndarray:
         frames = _check_audio(x, self.lanes)

@@ -181,23 +181,28 @@ def _from_dict(data: Mapping, where: str) -> Session:
     )
 
 
+# The monitor systems of a typical 8-output studio interface: studio monitors on 1-2, alt
+# speakers on 3-4, headphones on 5-6, the car and earbud simulations on those pairs, and a
+# single mono speaker (the "Auratone" check, and the phone simulation) on 7.
+STANDARD_SYSTEMS = (
+    MonitorSystemSpec("studio", (1, 2)),
+    MonitorSystemSpec("alt", (3, 4)),
+    MonitorSystemSpec("headphones", (5, 6)),
+    MonitorSystemSpec("car", (1, 2), simulation="car"),
+    MonitorSystemSpec("earbuds", (5, 6), simulation="earbuds"),
+    MonitorSystemSpec("phone", (7,), simulation="phone", mono=True),
+    MonitorSystemSpec("mono", (7,), mono=True),
+)
+
+
 def default_session(n_channels: int = 16, samplerate: int = 48000) -> Session:
-    """The embedded demo session: mono channels on inputs 1…n, two groups, reverb and delay,
-    and five monitor systems on an 8-output interface (studio 1-2, alt 3-4, headphones 5-6,
-    car simulation on the studio pair, a mono speaker on 7 and phone/earbud checks)."""
+    """The embedded default: mono channels on inputs 1…n, two groups, reverb and delay, the
+    standard monitor systems, and the external source on the next input pair."""
     return Session(
         samplerate=samplerate,
         channels=tuple(ChannelSpec(f"ch{i + 1}", (i + 1,)) for i in range(n_channels)),
         groups=(GroupSpec("drums"), GroupSpec("music")),
         fx=(FxSpec("reverb", "reverb"), FxSpec("delay", "delay")),
-        systems=(
-            MonitorSystemSpec("studio", (1, 2)),
-            MonitorSystemSpec("alt", (3, 4)),
-            MonitorSystemSpec("headphones", (5, 6)),
-            MonitorSystemSpec("car", (1, 2), simulation="car"),
-            MonitorSystemSpec("earbuds", (5, 6), simulation="earbuds"),
-            MonitorSystemSpec("phone", (7,), simulation="phone", mono=True),
-            MonitorSystemSpec("mono", (7,), mono=True),
-        ),
+        systems=STANDARD_SYSTEMS,
         ext_inputs=(n_channels + 1, n_channels + 2),
     )
