@@ -10,11 +10,12 @@ puts them on a bounded queue; :func:`_engine_block` drains that queue, smooths p
 redesigns coefficients while they move, runs every stage and writes the outputs. It
 allocates nothing and releases the GIL.
 
-Smoothing. Parameters move toward their targets with a one-pole of ``PARAM_SMOOTH_MS``,
-advanced every ``TICK`` samples of absolute time; filter coefficients are redesigned at
-those ticks while a strip's parameters move. Every gain the signal meets (trim, polarity,
-pan, fader, mute, solo, sends, monitor matrix, system switching) additionally follows a
-per-sample one-pole of ``GAIN_SMOOTH_MS``, so a switch is a short fade, never a step.
+Smoothing. Every gain the signal meets (trim, polarity, pan, fader, mute, solo, sends,
+monitor matrix, system switching) ramps linearly at most full scale per ``GAIN_RAMP_MS``,
+sample by sample: a switch is a short fade, never a step, and a fader move is heard one
+block plus at most one ramp after it arrives. Parameters that shape filters and dynamics
+move toward their targets with a one-pole of ``PARAM_SMOOTH_MS`` advanced every ``TICK``
+samples of absolute time, and coefficients are redesigned at those ticks while they move.
 Because ticks are counted in absolute samples, the output does not depend on how the
 audio is cut into blocks.
 """
@@ -110,7 +111,7 @@ from studiod.dsp.simulation import SIMULATIONS, design_simulation
 
 TICK = 32  # samples between parameter-smoothing steps (0.67 ms at 48 kHz)
 PARAM_SMOOTH_MS = 20.0
-GAIN_SMOOTH_MS = 5.0
+GAIN_RAMP_MS = 3.0  # a 0 dB to silence switch takes 3 ms (144 samples at 48 kHz)
 MAX_SYSTEM_DELAY_MS = 50.0
 # The true-peak limiter's look-ahead is fixed per engine: it sets the master's latency.
 LIMITER_LOOKAHEAD_MS = 2.0
@@ -160,14 +161,14 @@ EngineState = namedtuple(
         # parameters
         "tgt",  # float64[P] targets, written when the queue is drained
         "cur",  # float64[P] smoothed values
-        "continuous",  # bool[P] smoothed (floats, toggles) vs switched (enums)
+        "continuous",  # bool[P] tick-smoothed, or straight to the target (see _tick_smoothed)
         "owner_kind",  # int64[P]
         "owner_id",  # int64[P]
         "dirty",  # bool[6, max strips] per owner kind
         "blocks",  # int64[6, max strips, 2]: (first slot, count) of each strip's parameters
         "scratch",  # float64[8, 5] coefficient workspace (the audio thread never allocates)
         "clock",  # int64[2]: absolute sample count, ticks done
-        "consts",  # float64[4]: samplerate, tick smoothing coef, gain smoothing coef, spare
+        "consts",  # float64[4]: samplerate, tick smoothing coef, gain ramp step, spare
         # layout
         "ch_base",
         "ch_lane0",  # int64[C] first lane of each channel
@@ -243,11 +244,11 @@ EngineState = namedtuple(
         "sys_coefs",  # float64[S, 4, 5, 2]
         "sys_fstate",  # float64[S, 4, 2, 2]
         "sys_buf",  # float64[N, 2]
-        "sys_all",  # float64[N, 2S] every system's two lanes side by side
-        "sys_comp",  # dynamics.CompressorArrays over 2S lanes: the simulations' compression
+        "sys_comp",  # dynamics.CompressorArrays of 2 lanes, each array stacked over S
+        "sys_comp_on",  # bool[S]: the system's simulation compresses
         "sim_comp",  # float64[simulations, 5]: threshold, ratio, attack, release, on
-        "sys_safety_coefs",  # float64[SAFETY_COEFS, 2S]
-        "sys_safety",  # limiter safety state (buf, gain, nonfinite, write_pos)
+        "sys_safety_coefs",  # float64[S, SAFETY_COEFS, 2]
+        "sys_safety",  # safety limiter state (buf, gain, nonfinite, write_pos), stacked over S
         "sys_delay",  # float64[S, D, 2] ring buffers
         "sys_delay_pos",  # int64[S]: write position
         "sys_delay_n",  # int64[S]: delay in samples
@@ -640,20 +641,13 @@ def _update_system(s, m):
     s.sys_delay_n[m] = round(cur[base + SYS_DELAY] * 1e-3 * fs)
     sim = int(cur[base + SYS_SIM])
     sc = s.sim_comp[sim]
+    s.sys_comp_on[m] = sc[4] > 0.0
     for side in range(2):
-        lane = 2 * m + side
         lim.design_safety_limiter(
-            cur[base + SYS_LIMIT], SAFETY_RELEASE_MS, fs, s.sys_safety_coefs[:, lane]
+            cur[base + SYS_LIMIT], SAFETY_RELEASE_MS, fs, s.sys_safety_coefs[m, :, side]
         )
         dynamics.design_compressor(
-            sc[0],
-            1.0 + (sc[1] - 1.0) * sc[4],
-            6.0,
-            sc[2],
-            sc[3],
-            0.0,
-            fs,
-            s.sys_comp.coefs[:, lane],
+            sc[0], sc[1], 6.0, sc[2], sc[3], 0.0, fs, s.sys_comp.coefs[m, :, side]
         )
 
 
@@ -727,13 +721,18 @@ def _run_sections(x, coefs, state):
 
 
 @kernel
-def _glide(g, i, a):
-    """One per-sample step of gain ``g[0, i...]`` toward ``g[1, i...]``; snaps when close."""
-    d = g[1, i] - g[0, i]
-    if abs(d) < 1e-9:
-        g[0, i] = g[1, i]
-    else:
-        g[0, i] += d * a
+def _toward(current, target, step):
+    """One sample of a linear ramp: ``current`` moved toward ``target`` by at most ``step``."""
+    d = target - current
+    if abs(d) <= step:
+        return target
+    return current + step if d > 0.0 else current - step
+
+
+@kernel
+def _glide(g, i, step):
+    """One ramp step of gain ``g[0, i]`` toward its target ``g[1, i]``."""
+    g[0, i] = _toward(g[0, i], g[1, i], step)
 
 
 @kernel
@@ -909,8 +908,7 @@ def _master(s, lp_head, lp_spectra, n0, n1):
         x, x, s.mst_sat, s.sat_branch, s.sat_hist_x, s.sat_hist_even, s.sat_hist_odd, s.sat_counters
     )
     for i in range(n1 - n0):
-        d = s.mst_g[1] - s.mst_g[0]
-        s.mst_g[0] = s.mst_g[1] if abs(d) < 1e-9 else s.mst_g[0] + d * a
+        s.mst_g[0] = _toward(s.mst_g[0], s.mst_g[1], a)
         for side in range(2):
             x[i, side] *= s.mst_g[0]
     lim.limiter_bank(x, x, s.mst_lim_coefs, s.mst_lim[0], s.mst_lim[1], s.mst_lim[2], s.mst_lim_gr)
@@ -947,8 +945,7 @@ def _multiband(s, x, a):
         s.mst_mb.gr_db,
     )
     for i in range(n):
-        d = g[1] - g[0]
-        g[0] = g[1] if abs(d) < 1e-9 else g[0] + d * a
+        g[0] = _toward(g[0], g[1], a)
         for side in range(2):
             x[i, side] = dry[i, side] + g[0] * (x[i, side] - dry[i, side])
 
@@ -959,8 +956,7 @@ def _monitor(s, inp, n0, n1):
     m = s.mon_m
     has_ext = s.ext_in[0] >= 0
     for i in range(n0, n1):
-        d = s.mon_src_g[1] - s.mon_src_g[0]
-        s.mon_src_g[0] = s.mon_src_g[1] if abs(d) < 1e-9 else s.mon_src_g[0] + d * a
+        s.mon_src_g[0] = _toward(s.mon_src_g[0], s.mon_src_g[1], a)
         left = s.mst_buf[i, 0]
         right = s.mst_buf[i, 1]
         if has_ext:
@@ -982,19 +978,10 @@ def _finite(v):
 def _systems(s, out, n0, n1):
     a = s.consts[2]
     n = n1 - n0
-    every = s.sys_all[:n]
     for m in range(s.sys_base.shape[0]):
         if s.sys_g[0, m] == 0.0 and s.sys_g[1, m] == 0.0:
             if s.sys_live[m]:
-                # silent now: forget the filter and delay memories so that the next switch
-                # to this system starts clean instead of replaying an old tail
-                s.sys_fstate[m] = 0.0
-                s.sys_delay[m] = 0.0
-                s.sys_sim_state[m] = 0.0
-                s.sys_width_state[m] = 0.0
-                s.sys_live[m] = False
-            every[:, 2 * m] = 0.0
-            every[:, 2 * m + 1] = 0.0
+                _forget_system(s, m)
             continue
         s.sys_live[m] = True
         buf = s.sys_buf[:n]
@@ -1026,30 +1013,45 @@ def _systems(s, out, n0, n1):
         for i in range(n):
             for side in range(2):
                 ring[pos, side] = buf[i, side]
-                every[i, 2 * m + side] = ring[(pos - delay) % size, side]
+                buf[i, side] = ring[(pos - delay) % size, side]
             pos = (pos + 1) % size
         s.sys_delay_pos[m] = pos
-    # the simulations' compression (ratio 1 where a system has none), then the speakers'
-    # safety limiters: nothing leaves above a system's limit, whatever happened upstream
-    dynamics.compressor_bank(
-        every,
-        every,
-        s.sys_comp.coefs,
-        s.sys_comp.sc_coefs,
-        s.sys_comp.sc_state,
-        s.sys_comp.state,
-        s.sys_comp.link,
-        s.sys_comp.gr_db,
-    )
-    sf = s.sys_safety
-    lim.safety_bank(every, every, s.sys_safety_coefs, sf[0], sf[1], sf[2], sf[3])
-    for m in range(s.sys_base.shape[0]):
+        c = s.sys_comp
+        if s.sys_comp_on[m] or c.state[m, dynamics.COMP_REDUCTION, 0] > 0.0:
+            dynamics.compressor_bank(
+                buf,
+                buf,
+                c.coefs[m],
+                c.sc_coefs[m],
+                c.sc_state[m],
+                c.state[m],
+                c.link[m],
+                c.gr_db[m],
+            )
+        # the speakers' safety limiter: nothing leaves above the system's limit, whatever
+        # happened upstream
+        f = s.sys_safety
+        lim.safety_bank(buf, buf, s.sys_safety_coefs[m], f[0][m], f[1][m], f[2][m], f[3][m])
         for side in range(2):
             col = s.sys_out[m, side]
             if col < 0:
                 continue
             for i in range(n):
-                out[n0 + i, col] += every[i, 2 * m + side]
+                out[n0 + i, col] += buf[i, side]
+
+
+@kernel
+def _forget_system(s, m):
+    """A system that fell silent forgets its filter, delay and limiter memories, so that the
+    next switch to it starts clean instead of replaying an old tail."""
+    s.sys_fstate[m] = 0.0
+    s.sys_delay[m] = 0.0
+    s.sys_sim_state[m] = 0.0
+    s.sys_width_state[m] = 0.0
+    s.sys_comp.state[m] = 0.0
+    s.sys_comp.sc_state[m] = 0.0
+    s.sys_safety[0][m] = 0.0  # the safety limiter's look-ahead line (its gain recovers)
+    s.sys_live[m] = False
 
 
 @kernel
@@ -1119,6 +1121,49 @@ def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_sto
 
 # --------------------------------------------------------------------------------------
 # the Python side
+
+
+# Parameters that only set a gain the signal meets: those gains ramp per sample, so the tick
+# smoothing would only add latency. Keyed by the strip's address prefix.
+_GAIN_ONLY = {
+    "ch": {"trim", "polarity", "pan", "mute", "solo", "fader"},
+    "bus": {"mute", "fader"},
+    "fx": {"mute", "fader"},
+    "master": {"fader"},
+    "monitor": {
+        "source",
+        "level",
+        "dim",
+        "dim/level",
+        "cut",
+        "mono",
+        "swap",
+        "polarity",
+        "side",
+        "reference",
+        "reference/level",
+    },
+    "system": {"on", "trim"},
+}
+
+
+def _tick_smoothed(param: Param, systems: set[str]) -> bool:
+    """Whether a parameter moves by the tick smoothing (filters, dynamics) rather than
+    straight to its target (enums, and the gain-only parameters that ramp per sample)."""
+    if param.kind == ENUM:
+        return False
+    parts = param.address.strip("/").split("/")
+    kind, rest = parts[0], parts[2:]
+    if kind == "monitor":
+        if parts[1] in systems:
+            kind = "system"
+        else:
+            rest = parts[1:]
+    elif kind == "master":
+        rest = parts[1:]
+    if kind == "ch" and len(rest) == 3 and rest[0] == "send":
+        return False  # send level and pre/post
+    return "/".join(rest) not in _GAIN_ONLY[kind]
 
 
 def _stack(states: list[tuple], template: tuple) -> tuple:
@@ -1240,8 +1285,9 @@ class Engine:
                     arrays.link[lane : lane + 2] = (lane + 1, lane)
         grp_comp = dynamics.make_compressor_arrays(2 * n_grp)
         grp_comp.link[:] = np.arange(2 * n_grp) ^ 1
-        sys_comp = dynamics.make_compressor_arrays(2 * n_sys)
-        sys_comp.link[:] = np.arange(2 * n_sys) ^ 1
+        pair = dynamics.make_compressor_arrays(2)
+        pair.link[:] = (1, 0)
+        sys_comp = dynamics.CompressorArrays(*_stack([pair] * n_sys, pair))
         sim_comp = np.zeros((len(SIMULATION_NAMES), 5))
         sim_comp[:, :4] = (0.0, 1.0, 10.0, 100.0)
         for k, name in enumerate(SIMULATION_NAMES[1:], start=1):
@@ -1266,12 +1312,15 @@ class Engine:
         )
         lim_coefs = np.zeros(lim.LIMITER_COEFS)
         lim.design_limiter(-1.0, 50.0, LIMITER_LOOKAHEAD_MS, fs, lim_coefs)
-        safety = lim.make_safety_state(2 * n_sys, SAFETY_LOOKAHEAD_MS, fs)
+        safety = (*lim.make_safety_state(2, SAFETY_LOOKAHEAD_MS, fs), np.zeros(1, np.int64))
+        safety = _stack([safety] * n_sys, safety)
         ext = [i - 1 for i in session.ext_inputs] or [-1, -1]
         return EngineState(
             tgt=np.zeros(len(reg)),
             cur=np.zeros(len(reg)),
-            continuous=np.array([p.kind != ENUM for p in reg], dtype=np.bool_),
+            continuous=np.array(
+                [_tick_smoothed(p, {m.name for m in session.systems}) for p in reg], np.bool_
+            ),
             owner_kind=kinds,
             owner_id=ids,
             dirty=np.zeros(blocks.shape[:2], dtype=np.bool_),
@@ -1282,7 +1331,7 @@ class Engine:
                 [
                     fs,
                     _one_pole_coef(PARAM_SMOOTH_MS, fs, TICK),
-                    _one_pole_coef(GAIN_SMOOTH_MS, fs, 1),
+                    1.0 / (GAIN_RAMP_MS * 1e-3 * fs),
                     0.0,
                 ]
             ),
@@ -1358,11 +1407,11 @@ class Engine:
             sys_coefs=np.zeros((n_sys, SYS_SECTIONS, 5, 2)),
             sys_fstate=np.zeros((n_sys, SYS_SECTIONS, 2, 2)),
             sys_buf=np.zeros((n, 2)),
-            sys_all=np.zeros((n, 2 * n_sys)),
             sys_comp=sys_comp,
+            sys_comp_on=np.zeros(n_sys, dtype=np.bool_),
             sim_comp=sim_comp,
-            sys_safety_coefs=np.zeros((lim.SAFETY_COEFS, 2 * n_sys)),
-            sys_safety=(*safety, np.zeros(1, dtype=np.int64)),
+            sys_safety_coefs=np.zeros((n_sys, lim.SAFETY_COEFS, 2)),
+            sys_safety=safety,
             sys_delay=np.zeros((n_sys, delay_len, 2)),
             sys_delay_pos=np.zeros(n_sys, dtype=np.int64),
             sys_delay_n=np.zeros(n_sys, dtype=np.int64),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.signal as ss
 
-from studiod.dsp.engine import Engine, QueueFull
+from studiod.dsp.engine import GAIN_RAMP_MS, Engine, QueueFull
 from studiod.dsp.registry import ParamError
 from studiod.dsp.session import Session
 from tests.dsp.reference import rbj_reference_ba
@@ -277,3 +277,13 @@ def test_the_queue_is_bounded_and_never_blocks():
             engine.set("/ch/1/fader", -3.0)
     settle(engine, 0.01)
     engine.set("/ch/1/fader", -3.0)  # drained: room again
+
+
+def test_a_fader_move_is_heard_within_one_block_and_one_ramp():
+    engine = bare_engine()
+    x = np.full(4800, 0.5, np.float32)
+    engine.render(inputs(4800, c1=x), 64)
+    engine.set("/ch/1/fader", -20.0)
+    y = engine.render(inputs(4800, c1=x), 64)[engine.latency_samples :, 0]
+    arrived = np.flatnonzero(np.abs(y - 0.5 * 0.1 * math.sqrt(0.5)) < 1e-6)[0]
+    assert arrived <= 64 + round(GAIN_RAMP_MS * 1e-3 * FS) + 1
