@@ -1,0 +1,906 @@
+"""The OSC API: UDP (and TCP with OSC 1.1 SLIP framing) in front of the control hub.
+
+Address space = the parameter registry, exactly: ``/ch/1/fader f -6.0`` sets a value,
+``/ch/1/fader`` with no argument is a query answered to the sender on the same address.
+Floats take ``i``/``f``/``d``/``h`` and answer ``f``; toggles take ``i``/``f``/``T``/``F``
+(0 or 1) and answer ``i``; enums take a choice name ``s`` or an index ``i`` and answer ``s``.
+OSC 1.0 address patterns (``?``, ``*``, ``[a-z]``, ``[!0-9]``, ``{a,b}``) set or query every
+matching parameter, and bundles are honoured, including future time tags (scheduled, up to
+``MAX_SCHEDULE_S`` ahead).
+
+Protocol messages (not parameters):
+
+``/subscribe [i ttl_s] [i port]``
+    Receive every change made by anyone (coalesced per address, at most ``feedback_hz``
+    updates per address per second) and the meter streams, for ``ttl_s`` seconds (default
+    ``subscribe_ttl_s``, as Behringer X32's ``/xremote``: send it again to renew). Without a
+    port, feedback goes to the sender's address and port. With a port, it goes to that port
+    on the sender's host (never to another host), and that destination also becomes the
+    host's reply port: answers to queries and ``/error`` replies for messages from that
+    host go there while the subscription lives (Ardour's "manual reply port" mode). This
+    lets senders that cannot receive, such as liblo's ``oscsend``, pair with a listener such
+    as ``oscdump``. A change is never echoed to the exact endpoint that made it.
+``/unsubscribe [i port]``
+    End the subscription (of the sender, or of ``port`` on the sender's host).
+``/meters/loudness`` (stream, or query with no argument)
+    ``f momentary_lufs, f shortterm_lufs, f integrated_lufs, f true_peak_dbtp``.
+``/meters/channels`` (stream, or query)
+    ``f`` peak level in dBFS per channel strip, in session order.
+``/error s address, s reason``
+    Sent to the sender for anything refused: unknown address, wrong type, out of range, NaN,
+    malformed packet, rate limit. Logged once per client per second; never reaches the engine.
+
+Meter values come from a ``meters_provider``: a callable with no arguments returning a
+mapping with any of these keys (missing keys are simply not streamed)::
+
+    "momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp": float
+    "channel_peak_dbfs": sequence of float, one per channel strip
+
+Values below ``METER_FLOOR_DB`` or not finite (silence, an integrated loudness not yet
+defined) are sent as ``METER_FLOOR_DB``, because many OSC surfaces cannot display -inf.
+
+Threads. The UDP server runs in one thread (python-osc's parsers, our dispatch), so a
+client's messages apply in the order sent; each TCP connection has its own thread. Those
+threads only parse, validate and call :meth:`ControlHub.set`, which validates and enqueues
+for the audio thread. One sender thread sends all feedback and meters at a bounded rate and
+runs scheduled bundles. The hub listener only records the change in a dict (coalescing).
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import itertools
+import logging
+import math
+import re
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from pythonosc import slip
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket, ParseError
+from pythonosc.parsing import osc_types
+
+from studiod.controllers.hub import Change, ControlHub
+from studiod.dsp.engine import QueueFull
+from studiod.dsp.registry import ENUM, TOGGLE, Param, ParamError
+
+log = logging.getLogger("studiod.osc")
+
+DEFAULT_PORT = 9000
+METER_FLOOR_DB = -144.0  # about the dynamic range of 24-bit PCM (6.02 dB * 24)
+MAX_SCHEDULE_S = 60.0  # bundles further in the future are refused
+MAX_SCHEDULED = 4096
+MAX_PATTERN_MATCHES = 4096
+MAX_TCP_FRAME = 65536
+MAX_TCP_CLIENTS = 16
+MAX_RATE_CLIENTS = 1024
+ERROR_LOG_INTERVAL_S = 1.0
+SEND_TIMEOUT_S = 0.5
+
+# Type tags a parameter or protocol message may carry. python-osc parses a few more (blobs,
+# MIDI, RGBA, arrays) and skips the ones it does not know; none of them means anything here.
+_ACCEPTED_TAGS = frozenset("ifdhsTF")
+_PATTERN_CHARS = frozenset("?*[]{}")
+ERROR_ADDRESS = "/error"
+METERS_LOUDNESS = "/meters/loudness"
+METERS_CHANNELS = "/meters/channels"
+LOUDNESS_KEYS = ("momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp")
+
+MetersProvider = Callable[[], Mapping[str, object]]
+
+
+@dataclass(frozen=True)
+class OscConfig:
+    """The ``[osc]`` config section.
+
+    host: address to bind ("127.0.0.1" local only, "0.0.0.0" every IPv4 interface, "::" v6);
+    port: UDP port; tcp/tcp_port: also a TCP listener with OSC 1.1 SLIP framing (its port
+    defaults to the UDP port number); allow: client networks (CIDR) that may talk to us;
+    rate_limit_hz/burst: per-client token bucket (messages per second, bucket size);
+    feedback_hz: feedback ticks per second (each address at most once per tick);
+    meter_hz: meter stream rate; subscribe_ttl_s/max_ttl_s: subscription lifetime;
+    max_subscribers: concurrent subscriptions; oscquery_port: the OSCQuery HTTP server
+    (0: none).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    tcp: bool = False
+    tcp_port: int | None = None
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    rate_limit_hz: float = 2000.0
+    burst: int = 500
+    feedback_hz: float = 50.0
+    meter_hz: float = 10.0
+    subscribe_ttl_s: float = 10.0
+    max_ttl_s: float = 3600.0
+    max_subscribers: int = 32
+    oscquery_port: int = 9001
+
+    def __post_init__(self) -> None:
+        _check_port("port", self.port)
+        if self.tcp_port is not None:
+            _check_port("tcp_port", self.tcp_port)
+        _check_port("oscquery_port", self.oscquery_port)
+        for key in ("rate_limit_hz", "feedback_hz", "meter_hz", "subscribe_ttl_s", "max_ttl_s"):
+            value = getattr(self, key)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"osc.{key}: must be a positive number, not {value!r}")
+        for key in ("burst", "max_subscribers"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"osc.{key}: must be a positive integer, not {value!r}")
+        try:
+            socket.getaddrinfo(self.host, None, proto=socket.IPPROTO_UDP)
+        except (OSError, UnicodeError) as exc:
+            raise ValueError(f"osc.host: {self.host!r} is not an address: {exc}") from None
+        for net in self.allow:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"osc.allow: {exc}") from None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> OscConfig:
+        """From the parsed ``[osc]`` TOML table; errors name the key."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"osc: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(data)
+        if "allow" in values:
+            allow = values["allow"]
+            if isinstance(allow, str):
+                allow = [allow]
+            if not isinstance(allow, list | tuple) or not all(isinstance(a, str) for a in allow):
+                raise ValueError("osc.allow: must be a list of networks such as '192.168.1.0/24'")
+            values["allow"] = tuple(allow)
+        if "tcp" in values and not isinstance(values["tcp"], bool):
+            raise ValueError(f"osc.tcp: must be true or false, not {values['tcp']!r}")
+        if "host" in values and not isinstance(values["host"], str):
+            raise ValueError(f"osc.host: must be a string, not {values['host']!r}")
+        return cls(**values)
+
+
+def _check_port(key: str, port: object) -> None:
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"osc.{key}: must be a port number 0…65535 (0: any), not {port!r}")
+
+
+# -- pieces that do not need a socket ------------------------------------------------------
+def osc_value(param: Param, value: float) -> int | float | str:
+    """The OSC argument for an engine value: enum -> choice name, toggle -> int, else float."""
+    if param.kind == ENUM:
+        return param.choices[int(value)]
+    if param.kind == TOGGLE:
+        return int(value)
+    return float(value)
+
+
+def osc_type(param: Param) -> str:
+    """The OSC type tag a parameter answers with (and that OSCQuery advertises)."""
+    return {ENUM: "s", TOGGLE: "i"}.get(param.kind, "f")
+
+
+def build_message(address: str, args: Iterable[object] = ()) -> bytes:
+    """An OSC message datagram (python-osc's builder); floats as 32-bit ``f``."""
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        if isinstance(arg, bool):
+            builder.add_arg(arg, OscMessageBuilder.ARG_TYPE_TRUE if arg else "F")
+        elif isinstance(arg, int):
+            builder.add_arg(arg, OscMessageBuilder.ARG_TYPE_INT)
+        elif isinstance(arg, float):
+            builder.add_arg(arg, OscMessageBuilder.ARG_TYPE_FLOAT)
+        else:
+            builder.add_arg(str(arg), OscMessageBuilder.ARG_TYPE_STRING)
+    return builder.build().dgram
+
+
+def param_argument(param: Param, args: list) -> object:
+    """The value to hand to the hub for one OSC argument list, or ParamError.
+
+    The registry checks range and NaN; this checks what each kind may be given.
+    """
+    if len(args) != 1:
+        raise ParamError(f"{param.address}: expected one argument, got {len(args)}")
+    (arg,) = args
+    if param.kind == ENUM:
+        if isinstance(arg, bool):
+            raise ParamError(f"{param.address}: expects a choice name or an index, not T/F")
+        return arg
+    if param.kind == TOGGLE:
+        if isinstance(arg, str):
+            raise ParamError(f"{param.address}: a toggle takes i/f 0 or 1, or T/F, not a string")
+        return arg
+    if isinstance(arg, bool | str):
+        raise ParamError(f"{param.address}: expects a number (f), not {arg!r}")
+    return arg
+
+
+@lru_cache(maxsize=256)
+def pattern_regex(pattern: str) -> re.Pattern:
+    """An OSC 1.0 address pattern as a compiled regex (ValueError when malformed).
+
+    OSC 1.0 spec, "OSC Message Dispatching and Pattern Matching": ``?`` one character,
+    ``*`` any run of characters, ``[abc]``/``[a-z]``/``[!abc]`` one of / none of,
+    ``{foo,bar}`` one of the strings; none of them matches ``/``.
+    """
+    out, i, n = ["^"], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "?":
+            out.append("[^/]")
+        elif c == "*":
+            out.append("[^/]*")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                raise ValueError(f"unclosed '[' in {pattern!r}")
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            if negate:
+                body = body[1:]
+            if not body:
+                raise ValueError(f"empty '[]' in {pattern!r}")
+            chars = "".join("\\" + ch if ch in "\\^]" else ch for ch in body)
+            out.append(f"[{'^' if negate else ''}{chars}]")
+            i = end
+        elif c == "{":
+            end = pattern.find("}", i + 1)
+            if end < 0:
+                raise ValueError(f"unclosed '{{' in {pattern!r}")
+            words = pattern[i + 1 : end].split(",")
+            out.append("(?:" + "|".join(re.escape(w) for w in words) + ")")
+            i = end
+        elif c in "]}":
+            raise ValueError(f"unbalanced {c!r} in {pattern!r}")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    out.append("$")
+    try:
+        return re.compile("".join(out))
+    except re.error as exc:
+        raise ValueError(f"bad pattern {pattern!r}: {exc}") from None
+
+
+def _type_tags(message: OscMessage) -> str:
+    """The type tag string of a parsed message (without the comma)."""
+    dgram = message.dgram
+    _, index = osc_types.get_string(dgram, 0)
+    if index >= len(dgram):
+        return ""
+    tags, _ = osc_types.get_string(dgram, index)
+    return tags[1:]
+
+
+class _QuietUnhandledTypes(logging.Filter):
+    """python-osc logs a root-logger warning for every argument type it does not parse; a
+    flood of such packets would flood the journal. We answer them with /error instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unhandled parameter type")
+
+
+_QUIET = _QuietUnhandledTypes()
+
+
+@dataclass
+class _RateLimiter:
+    """Token bucket per client host: ``rate_hz`` tokens per second, ``burst`` at most."""
+
+    rate_hz: float
+    burst: int
+    _buckets: dict[str, list[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allow(self, host: str, now: float) -> bool:
+        with self._lock:
+            bucket = self._buckets.get(host)
+            if bucket is None:
+                if len(self._buckets) >= MAX_RATE_CLIENTS:
+                    oldest = min(self._buckets, key=lambda h: self._buckets[h][1])
+                    del self._buckets[oldest]
+                bucket = self._buckets[host] = [float(self.burst), now]
+            tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate_hz)
+            bucket[1] = now
+            if tokens < 1.0:
+                bucket[0] = tokens
+                return False
+            bucket[0] = tokens - 1.0
+            return True
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who sent a message: transport ("udp"/"tcp"), host and port. Used as the hub source."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"osc.{self.transport}://{self.host}:{self.port}"
+
+
+@dataclass
+class _Subscription:
+    dest: Peer
+    expires: float  # monotonic time; inf for TCP (ends with the connection)
+    reply_port: bool  # the host's replies go here too
+
+
+class _TcpConnection:
+    """One TCP client: framed sends under a lock, so replies and feedback never mix."""
+
+    def __init__(self, sock: socket.socket, peer: Peer):
+        self.sock = sock
+        self.peer = peer
+        self.lock = threading.Lock()
+        self.closed = False
+        self.framing: str | None = None  # "slip" (OSC 1.1) or "size" (OSC 1.0 int32 prefix)
+        # a client that stops reading must not stall the feedback thread for long
+        sock.settimeout(SEND_TIMEOUT_S)
+
+    def send(self, dgram: bytes) -> bool:
+        if self.closed:
+            return False
+        if self.framing == "size":
+            framed = len(dgram).to_bytes(4, "big") + dgram
+        else:
+            framed = slip.encode(dgram)
+        try:
+            with self.lock:
+                self.sock.sendall(framed)
+            return True
+        except OSError:
+            self.closed = True
+            return False
+
+
+class OscServer:
+    """The OSC API over UDP (and TCP): see the module docstring for the protocol.
+
+    ``OscServer(hub, config, meters_provider)``; ``start()`` binds and starts the threads,
+    ``close()`` stops them (also a context manager). ``udp_port``/``tcp_port`` are the bound
+    ports (useful with port 0). ``stats`` counts received, applied, refused and rate-limited
+    messages.
+    """
+
+    def __init__(
+        self,
+        hub: ControlHub,
+        config: OscConfig | None = None,
+        meters_provider: MetersProvider | None = None,
+    ):
+        self.hub = hub
+        self.config = config or OscConfig()
+        self.meters_provider = meters_provider
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in self.config.allow]
+        self._limiter = _RateLimiter(self.config.rate_limit_hz, self.config.burst)
+        self._lock = threading.Lock()  # subscriptions, pending changes, schedule
+        self._wake = threading.Condition(self._lock)
+        self._pending: dict[str, Change] = {}
+        self._subs: dict[Peer, _Subscription] = {}
+        self._reply_ports: dict[str, int] = {}
+        self._tcp: dict[Peer, _TcpConnection] = {}
+        self._scheduled: list[tuple[float, int, Peer, OscMessage]] = []
+        self._seq = itertools.count()
+        self._error_log: dict[str, tuple[float, int]] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._udp: socketserver.UDPServer | None = None
+        self._tcp_server: socketserver.TCPServer | None = None
+        self._hub_token: int | None = None
+        self.stats = {"received": 0, "applied": 0, "queries": 0, "errors": 0, "limited": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> OscServer:
+        logging.getLogger().addFilter(_QUIET)
+        family = _family(self.config.host)
+        self._udp = _UdpServer((self.config.host, self.config.port), self, family)
+        self._threads.append(_thread("osc-udp", self._udp.serve_forever, 0.1))
+        if self.config.tcp:
+            tcp_port = self.config.port if self.config.tcp_port is None else self.config.tcp_port
+            self._tcp_server = _TcpServer((self.config.host, tcp_port), self, family)
+            self._threads.append(_thread("osc-tcp", self._tcp_server.serve_forever, 0.1))
+        self._hub_token = self.hub.subscribe(self._on_change)
+        self._threads.append(_thread("osc-feedback", self._sender_loop))
+        log.info(
+            "osc: listening on udp %s:%d%s",
+            self.config.host,
+            self.udp_port,
+            f" and tcp {self.config.host}:{self.tcp_port}" if self._tcp_server else "",
+        )
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._hub_token is not None:
+            self.hub.unsubscribe(self._hub_token)
+            self._hub_token = None
+        for server in (self._udp, self._tcp_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        with self._lock:
+            conns = list(self._tcp.values())
+        for conn in conns:
+            conn.closed = True
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._threads.clear()
+
+    def __enter__(self) -> OscServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def udp_port(self) -> int:
+        return self._udp.server_address[1] if self._udp else 0
+
+    @property
+    def tcp_port(self) -> int:
+        return self._tcp_server.server_address[1] if self._tcp_server else 0
+
+    @property
+    def subscribers(self) -> list[Peer]:
+        with self._lock:
+            return list(self._subs)
+
+    # -- receiving -------------------------------------------------------------------------------
+    def allowed(self, host: str) -> bool:
+        """Whether a client host is in the allow-list."""
+        try:
+            ip = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._networks)
+
+    def handle_packet(self, data: bytes, peer: Peer) -> None:
+        """One datagram (or one SLIP frame) from ``peer``: parse, dispatch, answer."""
+        if not data:
+            return
+        try:
+            packet = OscPacket(data)
+        except (ParseError, ValueError, IndexError, OverflowError) as exc:
+            self._refuse(peer, "", f"malformed packet: {exc}")
+            return
+        now_wall = time.time()
+        for timed in packet.messages:
+            self.stats["received"] += 1
+            if not self._limiter.allow(peer.host, time.monotonic()):
+                self.stats["limited"] += 1
+                self._refuse(peer, timed.message.address, "rate limit exceeded", limited=True)
+                continue
+            delay = timed.time - now_wall
+            if delay > 0.0005:
+                self._schedule(delay, peer, timed.message)
+            else:
+                self._dispatch(timed.message, peer)
+
+    def _schedule(self, delay: float, peer: Peer, message: OscMessage) -> None:
+        if delay > MAX_SCHEDULE_S:
+            self._refuse(peer, message.address, f"time tag more than {MAX_SCHEDULE_S:g} s ahead")
+            return
+        with self._wake:
+            if len(self._scheduled) >= MAX_SCHEDULED:
+                full = True
+            else:
+                full = False
+                due = time.monotonic() + delay
+                heapq.heappush(self._scheduled, (due, next(self._seq), peer, message))
+                self._wake.notify()
+        if full:
+            self._refuse(peer, message.address, "too many scheduled bundles")
+
+    def _dispatch(self, message: OscMessage, peer: Peer) -> None:
+        address = message.address
+        try:
+            tags = _type_tags(message)
+        except osc_types.ParseError as exc:
+            self._refuse(peer, address, f"malformed message: {exc}")
+            return
+        bad = set(tags) - _ACCEPTED_TAGS
+        if bad:
+            self._refuse(peer, address, f"unsupported type tag(s) {''.join(sorted(bad))!r}")
+            return
+        args = message.params
+        if address == "/subscribe":
+            self._subscribe(peer, args)
+        elif address == "/unsubscribe":
+            self._unsubscribe(peer, args)
+        elif address in (METERS_LOUDNESS, METERS_CHANNELS):
+            if args:
+                self._refuse(peer, address, "meters are read-only (send no argument to query)")
+            else:
+                self._answer_meters(peer, address)
+        elif _PATTERN_CHARS.intersection(address):
+            self._dispatch_pattern(address, args, peer)
+        else:
+            self._dispatch_param(address, args, peer)
+
+    def _dispatch_param(self, address: str, args: list, peer: Peer) -> None:
+        registry = self.hub.registry
+        if address not in registry:
+            self._refuse(peer, address, "unknown address")
+            return
+        param = registry[address]
+        if not args:
+            self.stats["queries"] += 1
+            value = osc_value(param, self.hub.get(address))
+            self._reply(peer, build_message(address, [value]))
+            return
+        try:
+            self.hub.set(address, param_argument(param, args), source=peer)
+            self.stats["applied"] += 1
+        except ParamError as exc:
+            self._refuse(peer, address, str(exc))
+        except QueueFull as exc:
+            self._refuse(peer, address, f"engine busy: {exc}")
+
+    def _dispatch_pattern(self, pattern: str, args: list, peer: Peer) -> None:
+        try:
+            regex = pattern_regex(pattern)
+        except ValueError as exc:
+            self._refuse(peer, pattern, str(exc))
+            return
+        matches = [p for p in self.hub.registry if regex.match(p.address)]
+        if not matches:
+            self._refuse(peer, pattern, "pattern matches no address")
+            return
+        for param in matches[:MAX_PATTERN_MATCHES]:
+            self._dispatch_param(param.address, args, peer)
+
+    # -- subscriptions --------------------------------------------------------------------------
+    def _subscribe(self, peer: Peer, args: list) -> None:
+        cfg = self.config
+        ttl_s, port = cfg.subscribe_ttl_s, None
+        try:
+            if len(args) > 2 or any(isinstance(a, bool | str) for a in args):
+                raise ValueError("takes [i ttl_s] [i port]")
+            if args:
+                ttl_s = float(args[0])
+                if not (math.isfinite(ttl_s) and 0 < ttl_s <= cfg.max_ttl_s):
+                    raise ValueError(f"ttl {args[0]!r} s is out of range 0…{cfg.max_ttl_s:g}")
+            if len(args) == 2:
+                if peer.transport == "tcp":
+                    raise ValueError("a port is for UDP subscribers; TCP feedback uses the link")
+                port = args[1]
+                if not isinstance(port, int) or not 0 < port <= 65535:
+                    raise ValueError(f"port {port!r} is not 1…65535")
+        except ValueError as exc:
+            self._refuse(peer, "/subscribe", str(exc))
+            return
+        dest = peer if port is None else Peer("udp", peer.host, port)
+        expires = math.inf if peer.transport == "tcp" else time.monotonic() + ttl_s
+        with self._lock:
+            if dest not in self._subs and len(self._subs) >= cfg.max_subscribers:
+                full = True
+            else:
+                full = False
+                self._subs[dest] = _Subscription(dest, expires, port is not None)
+                if port is not None:
+                    self._reply_ports[peer.host] = port
+        if full:
+            self._refuse(peer, "/subscribe", f"too many subscribers ({cfg.max_subscribers})")
+
+    def _unsubscribe(self, peer: Peer, args: list) -> None:
+        port = peer.port
+        if args:
+            if len(args) != 1 or not isinstance(args[0], int) or isinstance(args[0], bool):
+                self._refuse(peer, "/unsubscribe", "takes [i port]")
+                return
+            port = args[0]
+        dest = Peer(peer.transport if not args else "udp", peer.host, port)
+        with self._lock:
+            sub = self._subs.pop(dest, None)
+            if sub is not None and sub.reply_port:
+                self._reply_ports.pop(peer.host, None)
+
+    def _on_change(self, change: Change) -> None:
+        """Hub listener (any thread): record only; the sender thread coalesces and sends."""
+        with self._lock:
+            self._pending[change.param.address] = change
+
+    # -- sending -----------------------------------------------------------------------------------
+    def _reply_dest(self, peer: Peer) -> Peer:
+        if peer.transport == "udp":
+            port = self._reply_ports.get(peer.host)
+            if port is not None:
+                return Peer("udp", peer.host, port)
+        return peer
+
+    def _reply(self, peer: Peer, dgram: bytes) -> None:
+        self._send(self._reply_dest(peer), dgram)
+
+    def _send(self, dest: Peer, dgram: bytes) -> bool:
+        if dest.transport == "tcp":
+            conn = self._tcp.get(dest)
+            return conn.send(dgram) if conn is not None else False
+        udp = self._udp
+        if udp is None:
+            return False
+        try:
+            udp.socket.sendto(dgram, (dest.host, dest.port))
+            return True
+        except OSError:
+            return False  # nobody listening (ICMP refused), network down: feedback is lossy
+
+    def _refuse(self, peer: Peer, address: str, reason: str, limited: bool = False) -> None:
+        """Answer /error to the sender (rate-limit errors at most once a second) and log
+        once per client per second."""
+        self.stats["errors"] += 1
+        now = time.monotonic()
+        key = f"{peer.transport}:{peer.host}"
+        with self._lock:
+            last, suppressed = self._error_log.get(key, (-math.inf, 0))
+            due = now - last >= ERROR_LOG_INTERVAL_S
+            if due:
+                if len(self._error_log) >= MAX_RATE_CLIENTS:
+                    self._error_log.clear()
+                self._error_log[key] = (now, 0)
+            else:
+                self._error_log[key] = (last, suppressed + 1)
+        if due:
+            more = f" ({suppressed} more since)" if suppressed else ""
+            log.warning("osc: %s %s: %s%s", peer, address or "(packet)", reason, more)
+        if limited and not due:
+            return
+        self._reply(peer, build_message(ERROR_ADDRESS, [address, reason]))
+
+    def _refuse_quietly(self, peer: Peer) -> None:
+        """A client outside the allow-list gets no answer (no reflection), one log line a second."""
+        now = time.monotonic()
+        key = f"denied:{peer.host}"
+        with self._lock:
+            last, suppressed = self._error_log.get(key, (-math.inf, 0))
+            due = now - last >= ERROR_LOG_INTERVAL_S
+            self._error_log[key] = (now, 0) if due else (last, suppressed + 1)
+        if due:
+            more = f" ({suppressed} more since)" if suppressed else ""
+            log.warning("osc: %s is not in the allow-list: ignored%s", peer, more)
+
+    def _answer_meters(self, peer: Peer, address: str) -> None:
+        messages = self._meter_messages()
+        if address in messages:
+            self._reply(peer, messages[address])
+        else:
+            self._refuse(peer, address, "no meter values available")
+
+    def _meter_messages(self) -> dict[str, bytes]:
+        provider = self.meters_provider
+        if provider is None:
+            return {}
+        try:
+            meters = provider()
+        except Exception as exc:  # a broken provider must not stop feedback
+            log.warning("osc: meters provider failed: %s", exc)
+            return {}
+        out = {}
+        if meters and all(k in meters for k in LOUDNESS_KEYS):
+            out[METERS_LOUDNESS] = build_message(
+                METERS_LOUDNESS, [meter_db(meters[k]) for k in LOUDNESS_KEYS]
+            )
+        levels = meters.get("channel_peak_dbfs") if meters else None
+        if levels is not None and len(levels) > 0:
+            out[METERS_CHANNELS] = build_message(METERS_CHANNELS, [meter_db(v) for v in levels])
+        return out
+
+    def _sender_loop(self) -> None:
+        tick_s = 1.0 / self.config.feedback_hz
+        meter_s = 1.0 / self.config.meter_hz
+        next_tick = time.monotonic()
+        next_meter = next_tick
+        while not self._stop.is_set():
+            with self._wake:
+                now = time.monotonic()
+                due_at = self._scheduled[0][0] if self._scheduled else math.inf
+                timeout = min(next_tick, due_at) - now
+                if timeout > 0:
+                    self._wake.wait(timeout)
+                now = time.monotonic()
+                ready = []
+                while self._scheduled and self._scheduled[0][0] <= now:
+                    ready.append(heapq.heappop(self._scheduled))
+            for _, _, peer, message in ready:
+                self._dispatch(message, peer)
+            if now < next_tick:
+                continue
+            next_tick = max(next_tick + tick_s, now)
+            try:
+                self._feedback_tick(now, now >= next_meter)
+            except Exception:  # the sender thread must survive anything
+                log.exception("osc: feedback tick failed")
+            if now >= next_meter:
+                next_meter = max(next_meter + meter_s, now)
+
+    def _feedback_tick(self, now: float, meters_due: bool) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            expired = [d for d, s in self._subs.items() if s.expires <= now]
+            for dest in expired:
+                sub = self._subs.pop(dest)
+                if sub.reply_port and self._reply_ports.get(dest.host) == dest.port:
+                    del self._reply_ports[dest.host]
+            subs = list(self._subs)
+        if not subs:
+            return
+        dead = []
+        for change in pending.values():
+            dgram = build_message(change.param.address, [osc_value(change.param, change.value)])
+            for dest in subs:
+                if dest != change.source and not self._send(dest, dgram):
+                    if dest.transport == "tcp":
+                        dead.append(dest)
+        if meters_due:
+            for dgram in self._meter_messages().values():
+                for dest in subs:
+                    self._send(dest, dgram)
+        if dead:
+            with self._lock:
+                for dest in dead:
+                    self._subs.pop(dest, None)
+
+    # -- TCP connections ---------------------------------------------------------------------------
+    def _serve_tcp(self, sock: socket.socket, peer: Peer) -> None:
+        """One TCP connection. Framing is detected from the first byte: SLIP END (0xC0) means
+        OSC 1.1 (SLIP, RFC 1055, double-END); anything else is OSC 1.0's int32 size prefix,
+        which liblo's tools send by default (a size below 16 MiB starts with 0x00). Replies
+        and feedback use the client's framing."""
+        conn = _TcpConnection(sock, peer)
+        with self._lock:
+            if len(self._tcp) >= MAX_TCP_CLIENTS:
+                log.warning("osc: %s refused: %d TCP clients already", peer, MAX_TCP_CLIENTS)
+                return
+            self._tcp[peer] = conn
+        buffer = bytearray()
+        try:
+            while not self._stop.is_set() and not conn.closed:
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue  # idle client: look at the stop flag, keep waiting
+                if not chunk:
+                    break
+                if conn.framing is None:
+                    conn.framing = "slip" if chunk[:1] == slip.END else "size"
+                buffer += chunk
+                frames, buffer = _split_frames(conn.framing, buffer)
+                if buffer is None:
+                    self._refuse(peer, "", f"TCP frame longer than {MAX_TCP_FRAME} bytes")
+                    break
+                for frame in frames:
+                    if frame is None:
+                        self._refuse(peer, "", "malformed SLIP frame")
+                    else:
+                        self.handle_packet(frame, peer)
+        except OSError:
+            pass
+        finally:
+            conn.closed = True
+            with self._lock:
+                self._tcp.pop(peer, None)
+                self._subs.pop(peer, None)
+
+
+def _split_frames(framing: str, buffer: bytearray) -> tuple[list, bytearray | None]:
+    """Complete packets in ``buffer`` (None for a bad SLIP frame) and the unused rest; the
+    rest is None when a frame exceeds MAX_TCP_FRAME."""
+    frames: list = []
+    if framing == "slip":
+        *parts, rest = bytes(buffer).split(slip.END)
+        for part in parts:
+            if not part:
+                continue  # OSC 1.1 frames begin and end with END: empty between
+            try:
+                frames.append(slip.decode(slip.END + part + slip.END))
+            except slip.ProtocolError:
+                frames.append(None)
+        return frames, (bytearray(rest) if len(rest) <= MAX_TCP_FRAME else None)
+    pos = 0
+    while len(buffer) - pos >= 4:
+        size = int.from_bytes(buffer[pos : pos + 4], "big")
+        if size > MAX_TCP_FRAME:
+            return frames, None
+        if len(buffer) - pos - 4 < size:
+            break
+        frames.append(bytes(buffer[pos + 4 : pos + 4 + size]))
+        pos += 4 + size
+    return frames, buffer[pos:]
+
+
+def meter_db(value: object) -> float:
+    """A meter reading in dB for OSC: not finite or below METER_FLOOR_DB -> the floor."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return METER_FLOOR_DB
+    if not math.isfinite(number) or number < METER_FLOOR_DB:
+        return METER_FLOOR_DB
+    return number
+
+
+def _family(host: str) -> socket.AddressFamily:
+    info = socket.getaddrinfo(host, None, proto=socket.IPPROTO_UDP)
+    return info[0][0]
+
+
+def _thread(name: str, target, poll_interval: float | None = None) -> threading.Thread:
+    if poll_interval is None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+    else:
+        t = threading.Thread(target=target, args=(poll_interval,), name=name, daemon=True)
+    t.start()
+    return t
+
+
+def _peer(transport: str, client_address) -> Peer:
+    return Peer(transport, str(client_address[0]), int(client_address[1]))
+
+
+class _UdpHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        osc: OscServer = self.server.osc
+        peer = _peer("udp", self.client_address)
+        if not osc.allowed(peer.host):
+            osc._refuse_quietly(peer)
+            return
+        osc.handle_packet(self.request[0], peer)
+
+
+class _UdpServer(socketserver.UDPServer):
+    """One thread, in arrival order (socketserver without ThreadingMixIn)."""
+
+    allow_reuse_address = False
+    max_packet_size = 65535
+
+    def __init__(self, address, osc: OscServer, family: socket.AddressFamily):
+        self.address_family = family
+        self.osc = osc
+        super().__init__(address, _UdpHandler)
+
+    def handle_error(self, request, client_address) -> None:
+        log.exception("osc: error handling a packet from %s", client_address)
+
+
+class _TcpHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        osc: OscServer = self.server.osc
+        peer = _peer("tcp", self.client_address)
+        if not osc.allowed(peer.host):
+            osc._refuse_quietly(peer)
+            return
+        osc._serve_tcp(self.request, peer)
+
+
+class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, osc: OscServer, family: socket.AddressFamily):
+        self.address_family = family
+        self.osc = osc
+        super().__init__(address, _TcpHandler)
+
+    def handle_error(self, request, client_address) -> None:
+        log.exception("osc: error on the TCP connection from %s", client_address)
