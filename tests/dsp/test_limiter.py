@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from studiod.dsp import limiter as lim_module
 from studiod.dsp.limiter import (
     SafetyLimiter,
     TruePeakLimiter,
@@ -137,6 +138,123 @@ def test_block_size_invariance():
         limiter_bank(block, block, coefs, *state, gr)
         parts.append(block)
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-12)
+
+
+def _irregular_blocks(n, rng):
+    """Block lengths of 1 .. 700 frames (crossing tiles, skip runs and ring wraps)."""
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(rng.choice([1, 3, 31, 32, 33, 64, 255, 256, 257, 700])))
+    return np.cumsum(sizes)[:-1]
+
+
+def _loud_and_quiet(fs, rng):
+    """Hot noise, silence, quiet noise and isolated peaks: every path of the kernels."""
+    parts = [
+        _peak_to(rng.standard_normal((fs // 10, 2)), 8.0),
+        np.zeros((fs // 20, 2)),
+        _peak_to(rng.standard_normal((fs // 10, 2)), -20.0),
+        _peak_to(_pink(rng, fs // 10, 2), -3.0),
+    ]
+    clicks = np.zeros((fs // 10, 2))
+    clicks[rng.integers(0, len(clicks), 12), rng.integers(0, 2, 12)] = 1.5
+    parts.append(clicks)
+    return np.concatenate(parts)
+
+
+def test_block_size_invariance_irregular_blocks():
+    fs = 48000
+    rng = np.random.default_rng(14)
+    x = _loud_and_quiet(fs, rng)
+    whole = TruePeakLimiter(fs, ceiling_dbtp=-1.0, release_ms=10.0).process(x.copy())
+    lim = TruePeakLimiter(fs, ceiling_dbtp=-1.0, release_ms=10.0)
+    parts = [lim.process(b.copy()) for b in np.split(x, _irregular_blocks(len(x), rng))]
+    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-12)
+    safe_whole = SafetyLimiter(fs, threshold_db=-1.0, release_ms=5.0).process(x.copy())
+    safe = SafetyLimiter(fs, threshold_db=-1.0, release_ms=5.0)
+    parts = [safe.process(b.copy()) for b in np.split(x, _irregular_blocks(len(x), rng))]
+    np.testing.assert_allclose(np.concatenate(parts), safe_whole, rtol=0, atol=1e-12)
+
+
+def test_detector_folded_tables_reproduce_the_interpolators():
+    """The detector evaluates each pair of mirrored phases folded (see the module docstring):
+    a + b and a - b must give back the taps of both phases of each filter (to rounding)."""
+    from studiod.dsp.truepeak import design_interpolator, design_sinc_interpolator
+
+    for a, b, mid, span, beta in (
+        (lim_module._DET_A, lim_module._DET_B, lim_module._DET_MID, 32, 6.0),
+        (lim_module._SHORT_A, lim_module._SHORT_B, lim_module._SHORT_MID, 20, 5.0),
+    ):
+        h = design_sinc_interpolator(8, span, beta)
+        for row, p in enumerate((1, 2, 3)):
+            np.testing.assert_allclose(a[row] + b[row], h[p, : span // 2], rtol=0, atol=1e-15)
+            np.testing.assert_allclose(a[row] - b[row], h[8 - p, : span // 2], rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(mid, h[4, : span // 2])
+    h = design_interpolator(4)
+    for row, p in enumerate((0, 1)):
+        np.testing.assert_allclose(
+            lim_module._ANN_A[row] + lim_module._ANN_B[row], h[p, :6], rtol=0, atol=1e-15
+        )
+        np.testing.assert_allclose(
+            lim_module._ANN_A[row] - lim_module._ANN_B[row], h[3 - p, :6], rtol=0, atol=1e-15
+        )
+    # The skip bound is the largest sum of |taps| of any evaluated point.
+    largest = max(np.abs(design_sinc_interpolator(8, 32, 6.0)).sum(axis=1).max(), 1.0)
+    assert largest <= lim_module._PEAK_BOUND <= largest * (1 + 1e-8)
+
+
+def test_gain_computer_shortcuts_match_step_by_step():
+    """The kernels' shortcuts (the run loop with its at-rest skip, and _gain_skip) give
+    what one _gain_step per interval gives (to rounding; unity exactly where it is unity),
+    releases and ramp tails included."""
+    rng = np.random.default_rng(16)
+    segments = []
+    for _ in range(12):
+        length = int(rng.integers(1, 600))
+        level = rng.choice([0.0, 0.1, 2.0])
+        segments.append(np.abs(rng.standard_normal(length)) * level)
+    a = np.concatenate(segments)
+    threshold, release = 0.5, 0.2
+    r = np.where(a > threshold, threshold / np.maximum(a, 1e-300), 1.0)
+
+    def fresh():
+        g = np.zeros(lim_module._gain_size(40, 8))
+        lim_module._init_gain(g, 40, 8)
+        return g
+
+    g = fresh()
+    reference = np.array([lim_module._gain_step(g, v, release) for v in r])
+    assert reference.min() < 0.5 and (reference == 1.0).sum() > 1000
+    g = fresh()
+    run = a.copy()
+    for chunk in np.split(np.arange(len(a)), _irregular_blocks(len(a), rng)):
+        view = run[chunk[0] : chunk[-1] + 1]
+        lim_module._gain_run(g, view, len(view), threshold, release)
+    # fast-math contraction may round a sum differently in the two loops (1 ulp)
+    np.testing.assert_allclose(run, reference, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(run == 1.0, reference == 1.0)
+    g = fresh()
+    skipped = []
+    for v in r:
+        if v == 1.0 and lim_module._gain_at_rest(g):
+            lim_module._gain_skip(g, 1)
+            skipped.append(1.0)
+        else:
+            skipped.append(lim_module._gain_step(g, v, release))
+    np.testing.assert_allclose(skipped, reference, rtol=0, atol=1e-12)
+
+
+def test_quiet_and_silent_input_pass_bit_exact():
+    """Material far below the ceiling (the detector's bound test skips it) and digital
+    silence come out as the delayed input, bit for bit."""
+    fs = 48000
+    rng = np.random.default_rng(15)
+    x = np.concatenate([_peak_to(rng.standard_normal((fs // 4, 2)), -20.0), np.zeros((fs // 8, 2))])
+    lim = TruePeakLimiter(fs, ceiling_dbtp=-1.0)
+    lat = lim.latency_samples
+    y = lim.process(x.copy())
+    np.testing.assert_array_equal(y[lat:], x[:-lat])
+    assert lim.gr_db[0] == 0.0
 
 
 def test_limiter_validation_and_float32():
