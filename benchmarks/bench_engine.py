@@ -13,8 +13,6 @@
    Where the work is not identical (it is never less on our side):
    * pedalboard's HighpassFilter is first order (6 dB/oct); our high-pass is set to slope "6"
      (first-order Butterworth) for this comparison.
-   * our master "compressor" is the 3-band multiband compressor (/master/mb, Linkwitz-Riley
-     crossovers, three detectors); pedalboard's is one broadband compressor.
    * our limiter is a look-ahead true-peak limiter (4x oversampled peak detection);
      pedalboard's Limiter works on sample peaks.
    * the engine also runs what it always runs: parameter smoothing, constant-power pan per
@@ -121,10 +119,10 @@ def configure(engine: Engine, slope: str = "6", sends: bool = False) -> None:
         engine.set(f"/master/eq/{b}/freq", freq_hz)
         engine.set(f"/master/eq/{b}/gain", gain_db)
         engine.set(f"/master/eq/{b}/q", q)
-    engine.set("/master/mb/on", 1)
-    for b in (1, 2, 3):
-        engine.set(f"/master/mb/{b}/threshold", MASTER_COMP["threshold"])
-        engine.set(f"/master/mb/{b}/ratio", MASTER_COMP["ratio"])
+    engine.set("/master/comp/on", 1)
+    engine.set("/master/comp/knee", 0.0)
+    for key, value in MASTER_COMP.items():
+        engine.set(f"/master/comp/{key}", value)
     engine.set("/master/limiter/on", 1)
     engine.set("/master/limiter/ceiling", CEILING_DB)
     engine.set("/master/limiter/release", LIMITER_RELEASE_MS)

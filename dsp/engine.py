@@ -75,6 +75,8 @@ from studiod.dsp.layout import (
     MON_SOURCE,
     MON_SWAP,
     MON_SYSTEM,
+    MST_COMP,
+    MST_COMP_ON,
     MST_DITHER_BITS,
     MST_DITHER_SHAPE,
     MST_EQ,
@@ -227,6 +229,8 @@ EngineState = namedtuple(
         "lp_state",  # linphase.LinphaseState of the linear-phase master EQ
         "mst_buf",  # float64[N, 2]
         "mst_dry",  # float64[N, 2] the multiband's input, for its in/out crossfade
+        "mst_comp",  # dynamics.CompressorArrays over 2 linked lanes: the bus compressor
+        "mst_comp_on",  # bool[1]
         "mst_mb",  # dynamics.MultibandArrays over 2 linked lanes
         "mst_mb_g",  # float64[2]: multiband in/out mix, current, target
         "mst_lim_coefs",  # float64[LIMITER_COEFS]
@@ -545,6 +549,21 @@ def _update_master(s):
     stereo.design_width(cur[base + MST_MONOBASS], fs, s.mst_width_coefs)
     mix = cur[base + MST_SAT_MIX] * cur[base + MST_SAT_ON]
     stereo.design_saturator(cur[base + MST_SAT_DRIVE], mix, s.mst_sat)
+    on = cur[base + MST_COMP_ON]
+    c = base + MST_COMP
+    s.mst_comp_on[0] = on > 0.0
+    for side in range(2):
+        # switched out, the ratio goes to 1 and the makeup to 0 dB: it releases smoothly
+        dynamics.design_compressor(
+            cur[c],
+            1.0 + (cur[c + 1] - 1.0) * on,
+            cur[c + 2],
+            cur[c + 3],
+            cur[c + 4],
+            cur[c + 5] * on,
+            fs,
+            s.mst_comp.coefs[:, side],
+        )
     s.mst_mb_g[1] = cur[base + MST_MB_ON]
     for side in range(2):
         design_crossover3(
@@ -900,6 +919,9 @@ def _master(s, lp_head, lp_spectra, n0, n1):
             lp.bitrev,
             lp.counters,
         )
+    c = s.mst_comp
+    if s.mst_comp_on[0] or c.state[dynamics.COMP_REDUCTION, 0] > 0.0:
+        dynamics.compressor_bank(x, x, c.coefs, c.sc_coefs, c.sc_state, c.state, c.link, c.gr_db)
     _multiband(s, x, a)
     stereo.stereo_width(x, x, s.mst_width[0], s.mst_width_coefs, s.mst_width_state, s.width_scratch)
     # the saturator always runs (its dry path is a fixed delay) so that switching it never
@@ -1277,6 +1299,8 @@ class Engine:
         taps = linphase.default_taps(fs)
         ch_comp = dynamics.make_compressor_arrays(lanes)
         ch_gate = dynamics.make_gate_arrays(lanes)
+        mst_comp = dynamics.make_compressor_arrays(2)
+        mst_comp.link[:] = (1, 0)
         mb = dynamics.make_multiband_arrays(2)
         mb.link[:] = (1, 0)
         for c, lane in enumerate(lane0):
@@ -1389,6 +1413,8 @@ class Engine:
             lp_state=linphase.make_linphase_state(taps, 2),
             mst_buf=np.zeros((n, 2)),
             mst_dry=np.zeros((n, 2)),
+            mst_comp=mst_comp,
+            mst_comp_on=np.zeros(1, dtype=np.bool_),
             mst_mb=mb,
             mst_mb_g=np.zeros(2),
             mst_lim_coefs=lim_coefs,

@@ -208,6 +208,13 @@ MASTER = (
     _toggle("hpf/on", False, "subsonic high-pass in"),
     _T("hpf/freq", "Hz", 10.0, 200.0, 25.0, LOG, description="subsonic high-pass (24 dB/oct)"),
     *_eq_bands("eq", _MASTER_EQ),
+    _toggle("comp/on", False, "bus compressor in (glue, before the multiband)"),
+    _T("comp/threshold", "dB", -40.0, 0.0, -12.0, description="bus compressor threshold"),
+    _T("comp/ratio", "", 1.0, 10.0, 2.0, LOG, description="bus compressor ratio"),
+    _T("comp/knee", "dB", 0.0, 24.0, 6.0, description="bus compressor knee"),
+    _T("comp/attack", "ms", 0.1, 100.0, 30.0, LOG, description="bus compressor attack"),
+    _T("comp/release", "ms", 10.0, 2000.0, 300.0, LOG, description="bus compressor release"),
+    _T("comp/makeup", "dB", -12.0, 24.0, 0.0, description="bus compressor makeup"),
     _toggle("mb/on", False, "multiband compressor in"),
     _T("mb/xover/low", "Hz", 40.0, 1000.0, 200.0, LOG, description="low/mid crossover (LR4)"),
     _T("mb/xover/high", "Hz", 1000.0, 12000.0, 3000.0, LOG, description="mid/high crossover"),
@@ -240,6 +247,8 @@ MST_EQ_MODE = MST["eq/mode"]
 MST_HPF_ON = MST["hpf/on"]
 MST_HPF_FREQ = MST["hpf/freq"]
 MST_EQ = MST["eq/1/gain"]
+MST_COMP_ON = MST["comp/on"]
+MST_COMP = MST["comp/threshold"]  # threshold, ratio, knee, attack, release, makeup
 MST_MB_ON = MST["mb/on"]
 MST_MB_XLOW = MST["mb/xover/low"]
 MST_MB_XHIGH = MST["mb/xover/high"]

@@ -175,3 +175,29 @@ def test_safety_limiter_protects_every_output():
     engine = bare_engine(**{"/monitor/studio/limit": -6.0, "/ch/1/fader": 10.0})
     y = play(engine, inputs(FS, c1=noise(FS, level=1.0)))
     assert np.max(np.abs(y[:, :2])) <= 10 ** (-6 / 20) + 1e-7
+
+
+def test_master_bus_compressor_is_the_compressor_processor():
+    engine = bare_engine(
+        **{
+            "/master/comp/on": 1,
+            "/master/comp/threshold": -30.0,
+            "/master/comp/ratio": 4.0,
+            "/master/comp/knee": 0.0,
+            "/master/comp/attack": 10.0,
+            "/master/comp/release": 100.0,
+        }
+    )
+    left, right = noise(9600, 1, level=0.2), noise(9600, 2, level=0.2)
+    y = play(engine, inputs(9600, c3=left, c4=right))
+    ref = Compressor(
+        FS,
+        lanes=2,
+        threshold_db=-30.0,
+        ratio=4.0,
+        knee_db=0.0,
+        attack_ms=10.0,
+        release_ms=100.0,
+        link="stereo",
+    ).process(np.column_stack([left, right]).astype(float))
+    np.testing.assert_allclose(y[:, :2], ref, atol=2e-6)
