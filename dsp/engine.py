@@ -169,6 +169,7 @@ EngineState = namedtuple(
         "dirty",  # bool[6, max strips] per owner kind
         "blocks",  # int64[6, max strips, 2]: (first slot, count) of each strip's parameters
         "scratch",  # float64[8, 5] coefficient workspace (the audio thread never allocates)
+        "active",  # bool[8] which sections of a bank run (workspace of _run_sections)
         "clock",  # int64[2]: absolute sample count, ticks done
         "consts",  # float64[4]: samplerate, tick smoothing coef, gain ramp step, spare
         # layout
@@ -718,11 +719,12 @@ def _dynamics_flags(s):
 
 
 @kernel
-def _run_sections(x, coefs, state):
-    """Run the biquad sections of a bank that are not bypassed in every lane."""
+def _run_sections(x, coefs, state, active):
+    """Run the biquad sections of a bank that are not bypassed in every lane; the state of
+    a bypassed section is cleared so that it starts from silence when it comes back."""
     lanes = coefs.shape[2]
     for k in range(coefs.shape[0]):
-        active = False
+        active[k] = False
         for lane in range(lanes):
             if (
                 coefs[k, 0, lane] != 1.0
@@ -731,12 +733,11 @@ def _run_sections(x, coefs, state):
                 or coefs[k, 3, lane] != 0.0
                 or coefs[k, 4, lane] != 0.0
             ):
-                active = True
+                active[k] = True
                 break
-        if active:
-            flt.biquad_bank(x, x, coefs[k : k + 1], state[k : k + 1])
-        else:
+        if not active[k]:
             state[k] = 0.0
+    flt.biquad_cascade_bank(x, coefs, state, active)
 
 
 @kernel
@@ -769,7 +770,7 @@ def _channels(s, n0, n1):
             for lane in range(lanes):
                 _glide(s.ch_in_g, lane, a)
                 x[i, lane] *= s.ch_in_g[0, lane]
-    _run_sections(x, s.ch_coefs, s.ch_fstate)
+    _run_sections(x, s.ch_coefs, s.ch_fstate, s.active)
     if s.ch_dyn_on[0]:
         g = s.ch_gate
         dynamics.gate_bank(x, x, g.coefs, g.sc_coefs, g.sc_state, g.state, g.link, g.gr_db)
@@ -891,7 +892,7 @@ def _fx(s, n0, n1):
             effects.delay_process(
                 wet, wet, s.dl_coefs[slot], d[0][slot], d[1][slot], d[2][slot], d[3][slot]
             )
-        _run_sections(wet, s.fx_coefs[f], s.fx_fstate[f])
+        _run_sections(wet, s.fx_coefs[f], s.fx_fstate[f], s.active)
         for i in range(n1 - n0):
             _glide(s.fx_g, f, a)
             for side in range(2):
@@ -902,7 +903,7 @@ def _fx(s, n0, n1):
 def _master(s, lp_head, lp_spectra, n0, n1):
     a = s.consts[2]
     x = s.bus_buf[0, n0:n1]
-    _run_sections(x, s.mst_coefs, s.mst_fstate)
+    _run_sections(x, s.mst_coefs, s.mst_fstate, s.active)
     if s.cur[s.bases[0] + MST_EQ_MODE] > 0.5:
         lp = s.lp_state
         linphase.linphase_process(
@@ -1017,14 +1018,14 @@ def _systems(s, out, n0, n1):
                 left = right = 0.5 * (left + right)
             buf[i, 0] = left
             buf[i, 1] = right
-        _run_sections(buf, s.sys_coefs[m], s.sys_fstate[m])
+        _run_sections(buf, s.sys_coefs[m], s.sys_fstate[m], s.active)
         sim = int(s.cur[s.sys_base[m] + SYS_SIM])
         if sim != s.sys_sim[m]:
             s.sys_sim_state[m] = 0.0
             s.sys_width_state[m] = 0.0
             s.sys_sim[m] = sim
         if sim > 0:
-            _run_sections(buf, s.sim_bank[sim], s.sys_sim_state[m])
+            _run_sections(buf, s.sim_bank[sim], s.sys_sim_state[m], s.active)
             stereo.stereo_width(
                 buf, buf, s.sim_width[sim], s.bypass_width, s.sys_width_state[m], s.width_scratch
             )
@@ -1350,6 +1351,7 @@ class Engine:
             dirty=np.zeros(blocks.shape[:2], dtype=np.bool_),
             blocks=blocks,
             scratch=np.zeros((CH_SECTIONS, 5)),
+            active=np.zeros(max(CH_SECTIONS, sim_sections), dtype=np.bool_),
             clock=np.zeros(2, dtype=np.int64),
             consts=np.array(
                 [

@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 import scipy.signal as ss
 
-from studiod.dsp.filters import IIRFilter, to_sos
+from studiod.dsp.filters import (
+    HIGHPASS,
+    HIGHSHELF,
+    PEAK,
+    IIRFilter,
+    biquad_bank,
+    biquad_cascade_bank,
+    design_biquad,
+    to_sos,
+)
 from tests.dsp.reference import rbj_reference_ba
 
 RATES = (44100, 48000, 96000)
@@ -82,3 +91,19 @@ def test_bad_kind_and_shapes_are_refused():
         IIRFilter.butterworth("highpass", 3, 100.0, 48000)
     with pytest.raises(ValueError, match="lanes"):
         IIRFilter.rbj("peak", 100.0, 48000, lanes=2).process(np.zeros(10))
+
+
+def test_cascade_bank_equals_a_pass_per_active_section():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1000, 3))
+    coefs = np.zeros((3, 5, 3))
+    for k, (kind, freq_hz) in enumerate([(PEAK, 300.0), (HIGHPASS, 80.0), (HIGHSHELF, 6000.0)]):
+        for lane in range(3):
+            design_biquad(kind, freq_hz * (lane + 1), 0.9, 4.0, 48000.0, coefs[k, :, lane])
+    active = np.array([True, False, True])
+    ours = x.copy()
+    biquad_cascade_bank(ours, coefs, np.zeros((3, 2, 3)), active)
+    ref = x.copy()
+    for k in (0, 2):
+        biquad_bank(ref, ref, coefs[k : k + 1], np.zeros((1, 2, 3)))
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
