@@ -11,7 +11,7 @@ from studiod.daemon import __version__
 # Each command lives in studiod.daemon.cmd_<name> with
 #   register(subparsers) -> None   adding its parser with set_defaults(func=run)
 # and is imported only when the command line is parsed, so `studiod --help` stays fast.
-COMMANDS = ("demo", "log", "learn", "analyze", "master", "render")
+COMMANDS = ("demo", "log", "learn", "analyze", "master", "render", "run", "devices")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,12 +1,20 @@
-"""``studiod demo``: the embedded session through the engine, no hardware needed.
+"""``studiod demo``: the daemon on the embedded demo session, no hardware needed.
 
-The synthesised multitrack plays through the same engine the daemon runs, in 64-frame
-blocks as the audio thread would, and the monitor output is measured with the BS.1770
-meter and written to a WAV file.
+By default the synthesised multitrack (:mod:`studiod.dsp.demo_session`) plays through the
+engine in real time on a virtual audio device (a thread that paces 64-frame blocks like a
+sound card), with the same callback, meters, state and control loop as ``studiod run``,
+and a live status line on a terminal. ``--jack`` plays on a JACK server (a private
+``jackd -d dummy`` is started when none runs), ``--device`` on a sound card.
+``--offline`` renders the demo to a WAV file as fast as possible instead.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,10 +26,13 @@ from studiod.dsp.engine import Engine
 from studiod.dsp.loudness import measure
 
 BLOCK_FRAMES = 64
+SAMPLERATE = 48000
+PROGRAMME_S = 16.0  # the synthesised loop (8 bars at 120 BPM)
+NON_TTY_SECONDS = 16.0  # without a terminal and without --seconds, stop after this
 
 
 def run_demo(seconds: float, out_path: Path, system: str, samplerate: int = 48000) -> dict:
-    """Render the demo; returns the loudness figures and the engine's cost."""
+    """Offline: render the demo; returns the loudness figures and the engine's cost."""
     engine = Engine(demo_session(samplerate))
     for address, value in DEMO_SETTINGS.items():
         engine.set(address, value)
@@ -42,22 +53,106 @@ def run_demo(seconds: float, out_path: Path, system: str, samplerate: int = 4800
     return figures
 
 
+def demo_config(
+    system: str = "studio",
+    block_frames: int = BLOCK_FRAMES,
+    backend: str = "virtual",
+    device: str | None = None,
+    hostapi: str | None = None,
+    output_map: tuple[int, ...] = (),
+    state_dir: Path | None = None,
+    samplerate: int = SAMPLERATE,
+):
+    """The demo's config: the demo session, its mix settings and monitor system."""
+    from studiod.daemon.config import AudioConfig, Config, LogConfig, StateConfig
+
+    session = demo_session(samplerate)
+    if system not in [m.name for m in session.systems]:
+        raise ValueError(
+            f"no monitor system {system!r}; one of {[m.name for m in session.systems]}"
+        )
+    params = (*DEMO_SETTINGS.items(), ("/monitor/system", system))
+    return Config(
+        path=None,
+        audio=AudioConfig(
+            backend=backend,
+            device=device,
+            hostapi=hostapi,
+            samplerate=samplerate,
+            block_frames=block_frames,
+            output_map=output_map,
+            client_name="studiod-demo",
+        ),
+        session=session,
+        params=tuple(params),
+        state=StateConfig(dir=state_dir or Path(tempfile.mkdtemp(prefix="studiod-demo-"))),
+        log=LogConfig(level="info", stats_interval_s=0.0),
+    )
+
+
+def _fold_outputs(n_engine: int, n_device: int) -> tuple[int, ...]:
+    """Engine outputs onto a smaller device: pairs fold onto the device's first pair, so
+    every monitor system is heard (they are exclusive: one plays at a time)."""
+    if n_device >= n_engine:
+        return ()
+    width = max(1, min(2, n_device))
+    return tuple(1 + (k % width) for k in range(n_engine))
+
+
+def _start_private_jack(block_frames: int, outputs: int) -> subprocess.Popen | None:
+    """A jackd with the dummy driver under a private server name, for --jack without a
+    running server; the name goes into JACK_DEFAULT_SERVER for this process."""
+    jackd = shutil.which("jackd")
+    if jackd is None:
+        return None
+    name = f"studiod-demo-{os.getpid()}"
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    proc = subprocess.Popen(
+        [jackd, "--no-realtime", "-d", "dummy", "-r", str(SAMPLERATE), "-p", str(block_frames),
+         "-C", "2", "-P", str(outputs)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
+            return proc
+        time.sleep(0.05)
+    proc.terminate()
+    return None
+
+
 def register(commands) -> None:
     demo = commands.add_parser(
         "demo",
-        help="play the embedded demo session through the engine (no hardware needed)",
-        description="Render the synthesised demo session through the engine in 64-frame "
-        "blocks, print its loudness and write what the monitor system hears to a WAV file.",
+        help="run the daemon on the embedded demo session (no hardware needed)",
+        description="Play the synthesised demo multitrack through the engine in real time "
+        "on a virtual audio device (or on JACK / a sound card), with the daemon's meters "
+        "and a live status line; Ctrl-C stops. --offline renders it to a WAV file instead.",
     )
-    demo.add_argument("--seconds", type=float, default=16.0, help="length (default 16)")
+    demo.add_argument("--seconds", type=float, help="how long (default: until Ctrl-C on a "
+                      f"terminal, else {NON_TTY_SECONDS:g} s; offline: 16)")  # fmt: skip
     demo.add_argument("--system", default="studio", help="monitor system (default studio)")
-    demo.add_argument("--out", default="out/demo.wav", help="WAV file (default out/demo.wav)")
+    demo.add_argument("--offline", action="store_true", help="render to a WAV file instead")
+    demo.add_argument("--out", default="out/demo.wav", help="offline WAV file (out/demo.wav)")
+    where = demo.add_mutually_exclusive_group()
+    where.add_argument("--jack", action="store_true", help="play on JACK (starts a private "
+                       "dummy jackd when no server runs)")  # fmt: skip
+    where.add_argument("--device", help="play on this sound card (name or pattern)")
+    demo.add_argument("--hostapi", help="PortAudio host API for --device (ALSA, JACK, …)")
+    demo.add_argument("--block-frames", type=int, default=BLOCK_FRAMES, help="default 64")
+    demo.add_argument("--state-dir", type=Path, help="keep state here (default: a temp dir)")
     demo.set_defaults(func=main)
 
 
 def main(args) -> int:
-    figures = run_demo(args.seconds, Path(args.out), args.system)
-    print(f"studiod demo: {args.seconds:g} s of the demo session through the engine")
+    if args.offline:
+        return _offline(args)
+    return _realtime(args)
+
+
+def _offline(args) -> int:
+    seconds = args.seconds or 16.0
+    figures = run_demo(seconds, Path(args.out), args.system)
+    print(f"studiod demo: {seconds:g} s of the demo session through the engine")
     print(f"  monitor system      {args.system}")
     print(f"  integrated          {figures['integrated_lufs']:7.2f} LUFS")
     print(f"  short-term max      {figures['shortterm_max_lufs']:7.2f} LUFS")
@@ -68,3 +163,78 @@ def main(args) -> int:
           f"({figures['block_cost_percent']:.1f} % of each 64-frame block)")  # fmt: skip
     print(f"  wrote               {args.out}")
     return 0
+
+
+def _realtime(args) -> int:
+    from studiod.daemon.runtime import Daemon, setup_logging
+
+    setup_logging("info")
+    tty = sys.stdout.isatty()
+    seconds = args.seconds if args.seconds is not None else (None if tty else NON_TTY_SECONDS)
+    n_outputs = demo_session(SAMPLERATE).n_outputs
+    backend, device, hostapi, output_map = "virtual", None, None, ()
+    jackd = None
+    temp_state = args.state_dir is None
+    try:
+        if args.jack:
+            from studiod.daemon.audio import jack_server_running
+
+            backend = "jack"
+            if not jack_server_running():
+                jackd = _start_private_jack(args.block_frames, n_outputs)
+                if jackd is None:
+                    print("studiod demo: no JACK server and none could be started", file=sys.stderr)
+                    return 1
+                print(f"studiod demo: started a private JACK server "
+                      f"({os.environ['JACK_DEFAULT_SERVER']}, dummy driver)")  # fmt: skip
+        elif args.device:
+            from studiod.daemon.audio import DeviceError, find_device, list_devices, rescan
+
+            backend, device, hostapi = "portaudio", args.device, args.hostapi
+            rescan("studiod-demo")
+            try:
+                found = find_device(list_devices(), device, hostapi, 0, 1)
+            except DeviceError as exc:
+                print(f"studiod demo: {exc}", file=sys.stderr)
+                return 1
+            device = found["name"]
+            output_map = _fold_outputs(n_outputs, found["outputs"])
+        try:
+            config = demo_config(
+                args.system, args.block_frames, backend, device, hostapi, output_map,
+                args.state_dir,
+            )  # fmt: skip
+        except ValueError as exc:
+            print(f"studiod demo: {exc}", file=sys.stderr)
+            return 2
+        print(f"studiod demo: the demo session on "
+              f"{ {'virtual': 'a virtual device', 'jack': 'JACK'}.get(backend, device)}, "
+              f"{args.block_frames} frames at {SAMPLERATE} Hz"
+              f"{'' if seconds is None else f' for {seconds:g} s'}; Ctrl-C stops")  # fmt: skip
+        programme = synthesize(PROGRAMME_S, SAMPLERATE)
+        daemon = Daemon(config, status_out=sys.stdout if tty else None, programme=programme)
+        daemon.install_signal_handlers()
+        try:
+            daemon.start()
+            daemon.run(seconds)
+            stats = daemon.stats()
+            master = daemon.core.levels(0)
+        finally:
+            daemon.close()
+        print(f"  monitor system      {daemon._system}")
+        print(f"  integrated          {master.integrated_lufs:7.2f} LUFS (master)")
+        print(f"  loudness range      {master.loudness_range_lu:7.2f} LU")
+        print(f"  true peak max       {master.true_peak_max_dbtp:7.2f} dBTP")
+        print(f"  blocks              {stats['callbacks']} ({stats['xruns']} xruns)")
+        print(
+            f"  callback time       p50 {stats['p50_pct']:.1f} %, p99 {stats['p99_pct']:.1f} %, "
+            f"max {stats['max_pct']:.1f} % of the {stats['period_us']:.0f} µs period"
+        )
+        print(f"  ready after         {stats['ready_s']:.2f} s")
+        return 0
+    finally:
+        if jackd is not None:
+            jackd.terminate()
+            jackd.wait(timeout=5)
+        if temp_state and "config" in locals():
+            shutil.rmtree(config.state.dir, ignore_errors=True)

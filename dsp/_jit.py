@@ -2,8 +2,8 @@
 
 numba's on-disk cache is keyed by the file that defines a function, not by the files it
 calls, so a cached engine can silently keep an old copy of a kernel from another module.
-The cache therefore lives in a directory named after a hash of every source file of this
-package: any change to any kernel gives a fresh cache.
+The cache therefore lives in a directory named after a hash of every source file of
+studiod: any change to any kernel gives a fresh cache.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _source_hash() -> str:
+    # Every folder of studiod: the daemon's callback kernels call into dsp kernels too.
     digest = hashlib.sha256(numba.__version__.encode())
-    for path in sorted(_PACKAGE_DIR.glob("*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    for folder in ("dsp", "daemon", "controllers"):
+        for path in sorted((_PACKAGE_DIR.parent / folder).glob("*.py")):
+            digest.update(f"{folder}/{path.name}".encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

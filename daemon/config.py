@@ -1,0 +1,366 @@
+"""The daemon's TOML config, validated into frozen dataclasses.
+
+Every error names the file, the key and the reason, e.g.
+``studio.toml: [audio] block_frames: must be a power of two from 16 to 8192, got 100``.
+
+Sections (see examples/studio.toml and the README's "Configuration" section):
+
+* ``[audio]``    the device (PortAudio name/pattern and host API, or the virtual device),
+  samplerate, block size, input and output channel maps, realtime knobs;
+* ``[session]``  the engine graph: channels, groups, FX buses, monitor systems
+  (:meth:`studiod.dsp.session.Session.from_dict`);
+* ``[params]``   parameter values by registry address (calibration trims, system delays…):
+  applied at start after the state file, and live on reload;
+* ``[state]``    where parameter values and snapshots are kept;
+* ``[log]``      log level and how often audio statistics are logged;
+* ``[osc]``, ``[midi]``, ``[mdns]``: owned by the control-surface code; passed through as
+  read-only mappings.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from studiod.dsp.layout import build_layout
+from studiod.dsp.registry import ParamError
+from studiod.dsp.session import MAX_BLOCK_FRAMES, SAMPLERATES, Session, SessionError
+
+BACKENDS = ("portaudio", "jack", "virtual")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+PASS_THROUGH = ("osc", "midi", "mdns")
+SECTIONS = ("audio", "session", "params", "state", "log", *PASS_THROUGH)
+MIN_BLOCK_FRAMES = 16
+# The default GIL switch interval, chosen by measurement (README "Running the daemon",
+# benchmarks/bench_soak.py): CPython's 5 ms default lets a busy control thread hold the GIL
+# for several 1.3 ms periods; 0.5 ms kept a 64-frame stream free of xruns under control
+# floods. 0 leaves Python's default alone.
+DEFAULT_SWITCH_INTERVAL_MS = 0.5
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file, key and reason."""
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """How the engine meets the audio hardware.
+
+    device: PortAudio device name, case-insensitive substring or glob pattern (None: the host
+    API's default device). hostapi: substring of the PortAudio host API name ("JACK",
+    "ALSA", "CoreAudio", "WASAPI"; None: any). input_map[k]: 1-based device channel feeding
+    engine input k + 1 (0: silence); output_map[k]: 1-based device channel that engine
+    output k + 1 goes to (0: nowhere). Empty maps mean identity.
+    """
+
+    backend: str = "portaudio"
+    device: str | None = None
+    hostapi: str | None = None
+    samplerate: int = 48000
+    block_frames: int = 64
+    input_map: tuple[int, ...] = ()
+    output_map: tuple[int, ...] = ()
+    client_name: str = "studiod"  # the JACK client name
+    autoconnect: bool = True  # JACK: connect our ports to the server's physical ports
+    latency: str = "low"  # PortAudio suggested latency: "low", "high" or seconds as text
+    realtime_priority: int = 70  # SCHED_FIFO priority of the virtual device's thread (0: off)
+    switch_interval_ms: float = DEFAULT_SWITCH_INTERVAL_MS
+
+    def device_inputs(self, n_inputs: int) -> int:
+        """Device input channels the stream opens for an engine with ``n_inputs`` inputs."""
+        return max(self.input_map) if self.input_map else n_inputs
+
+    def device_outputs(self, n_outputs: int) -> int:
+        return max(self.output_map) if self.output_map else n_outputs
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    dir: Path
+    save_delay_s: float = 1.0  # debounce: save this long after the last change
+    max_delay_s: float = 5.0  # … but at least this often while values keep moving
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    stats_interval_s: float = 60.0  # audio statistics line (0: only at stop)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config; ``params`` are (address, value) pairs in file order."""
+
+    path: Path | None
+    audio: AudioConfig
+    session: Session
+    params: tuple[tuple[str, object], ...]
+    state: StateConfig
+    log: LogConfig
+    osc: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    midi: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    mdns: Mapping = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path else "<built-in>"
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory= ($STATE_DIRECTORY), else $XDG_STATE_HOME/studiod, else
+    ~/.local/state/studiod."""
+    systemd = os.environ.get("STATE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "studiod"
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: Mapping, path: str | Path | None = None) -> Config:
+    """Validate a parsed TOML mapping. ``path`` names the file in errors and anchors
+    relative paths (the state dir) at the file's folder."""
+    path = Path(path) if path is not None else None
+    where = str(path) if path is not None else "<config>"
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {unknown}; known: {list(SECTIONS)}")
+    for name in SECTIONS:
+        if name in data and not isinstance(data[name], Mapping):
+            raise ConfigError(f"{where}: [{name}] must be a table, not {_kind(data[name])}")
+    audio = _audio(data.get("audio", {}), where)
+    session = _session(data.get("session"), audio, where)
+    params = _params(data.get("params", {}), session, where)
+    base = path.parent if path is not None else Path.cwd()
+    state = _state(data.get("state", {}), base, where)
+    log = _log(data.get("log", {}), where)
+    n_in, n_out = session.n_inputs, session.n_outputs
+    if audio.input_map and len(audio.input_map) < n_in:
+        raise ConfigError(
+            f"{where}: [audio] input_map: the session uses {n_in} engine inputs but the map "
+            f"names {len(audio.input_map)}"
+        )
+    if audio.output_map and len(audio.output_map) < n_out:
+        raise ConfigError(
+            f"{where}: [audio] output_map: the session uses {n_out} engine outputs but the "
+            f"map names {len(audio.output_map)}"
+        )
+    passed = {k: _freeze(copy.deepcopy(dict(data.get(k, {})))) for k in PASS_THROUGH}
+    return Config(
+        path=path,
+        audio=audio,
+        session=session,
+        params=params,
+        state=state,
+        log=log,
+        **passed,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# sections
+
+
+def _kind(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
+def _check_keys(table: Mapping, known: tuple[str, ...], where: str, section: str) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: [{section}] unknown key(s) {unknown}; known: {sorted(known)}")
+
+
+def _int(table, key, where, section, default, lo, hi) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: [{section}] {key}: must be an integer, not {_kind(value)}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{where}: [{section}] {key}: must be from {lo} to {hi}, got {value}")
+    return value
+
+
+def _float(table, key, where, section, default, lo, hi) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: [{section}] {key}: must be a number, not {_kind(value)}")
+    value = float(value)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ConfigError(f"{where}: [{section}] {key}: must be from {lo:g} to {hi:g}, got {value}")
+    return value
+
+
+def _str(table, key, where, section, default, choices=None) -> str | None:
+    value = table.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: [{section}] {key}: must be a string, not {_kind(value)}")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}: [{section}] {key}: {value!r} is not one of {list(choices)}")
+    return value
+
+
+def _channel_map(table, key, where) -> tuple[int, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise ConfigError(f"{where}: [audio] {key}: must be an array of integers")
+    if any(not 0 <= v <= 256 for v in value):
+        raise ConfigError(
+            f"{where}: [audio] {key}: channels are 1-based device channels 1…256 (0: none)"
+        )
+    if value and max(value) == 0:
+        raise ConfigError(f"{where}: [audio] {key}: maps every channel to none")
+    return tuple(value)
+
+
+def _audio(table: Mapping, where: str) -> AudioConfig:
+    known = tuple(AudioConfig.__dataclass_fields__)
+    _check_keys(table, known, where, "audio")
+    backend = _str(table, "backend", where, "audio", "portaudio", BACKENDS)
+    hostapi = _str(table, "hostapi", where, "audio", None)
+    if backend == "portaudio" and hostapi is not None and "jack" in hostapi.casefold():
+        # PortAudio's JACK host API hangs for good when the server dies; ours recovers
+        backend = "jack"
+    autoconnect = table.get("autoconnect", True)
+    if not isinstance(autoconnect, bool):
+        raise ConfigError(f"{where}: [audio] autoconnect: must be true or false")
+    samplerate = _int(table, "samplerate", where, "audio", 48000, 0, 10**6)
+    if samplerate not in SAMPLERATES:
+        raise ConfigError(
+            f"{where}: [audio] samplerate: {samplerate} is not one of {list(SAMPLERATES)}"
+        )
+    block = _int(table, "block_frames", where, "audio", 64, MIN_BLOCK_FRAMES, MAX_BLOCK_FRAMES)
+    if block & (block - 1):
+        raise ConfigError(
+            f"{where}: [audio] block_frames: must be a power of two from {MIN_BLOCK_FRAMES} "
+            f"to {MAX_BLOCK_FRAMES}, got {block}"
+        )
+    latency = table.get("latency", "low")
+    if isinstance(latency, int | float) and not isinstance(latency, bool):
+        if not 0.0 < float(latency) <= 1.0:
+            raise ConfigError(f"{where}: [audio] latency: seconds must be in (0, 1], got {latency}")
+        latency = str(float(latency))
+    elif latency not in ("low", "high"):
+        raise ConfigError(f"{where}: [audio] latency: 'low', 'high' or seconds, not {latency!r}")
+    client = _str(table, "client_name", where, "audio", "studiod")
+    if not client or len(client) > 32 or ":" in client:
+        raise ConfigError(
+            f"{where}: [audio] client_name: 1 to 32 characters without ':', got {client!r}"
+        )
+    return AudioConfig(
+        backend=backend,
+        device=_str(table, "device", where, "audio", None),
+        hostapi=hostapi,
+        samplerate=samplerate,
+        block_frames=block,
+        input_map=_channel_map(table, "input_map", where),
+        output_map=_channel_map(table, "output_map", where),
+        client_name=client,
+        autoconnect=autoconnect,
+        latency=latency,
+        realtime_priority=_int(table, "realtime_priority", where, "audio", 70, 0, 99),
+        switch_interval_ms=_float(
+            table, "switch_interval_ms", where, "audio", DEFAULT_SWITCH_INTERVAL_MS, 0.0, 100.0
+        ),
+    )
+
+
+def _session(table: Mapping | None, audio: AudioConfig, where: str) -> Session:
+    if table is None:
+        raise ConfigError(f"{where}: [session] is missing: declare channels and monitor systems")
+    table = dict(table)
+    rate = table.get("samplerate", audio.samplerate)
+    if rate != audio.samplerate:
+        raise ConfigError(
+            f"{where}: [session] samplerate: {rate} differs from [audio] samplerate "
+            f"{audio.samplerate} (leave it out: the session runs at the device's rate)"
+        )
+    table["samplerate"] = audio.samplerate
+    try:
+        session = Session.from_dict(table, where=f"{where}: [session]")
+    except SessionError as exc:
+        text = str(exc)
+        raise ConfigError(
+            text if text.startswith(where) else f"{where}: [session] {text}"
+        ) from None
+    return session
+
+
+def _params(table: Mapping, session: Session, where: str) -> tuple[tuple[str, object], ...]:
+    registry = build_layout(session).registry
+    out = []
+    for address, value in table.items():
+        if isinstance(value, Mapping):
+            raise ConfigError(
+                f'{where}: [params] {address}: quote addresses as keys, e.g. "/ch/1/fader" = -6.0'
+            )
+        try:
+            registry[address].validate(value)
+        except ParamError as exc:
+            raise ConfigError(f"{where}: [params] {address}: {exc}") from None
+        out.append((address, value))
+    return tuple(out)
+
+
+def _state(table: Mapping, base: Path, where: str) -> StateConfig:
+    _check_keys(table, ("dir", "save_delay_s", "max_delay_s"), where, "state")
+    raw = _str(table, "dir", where, "state", None)
+    directory = default_state_dir() if raw is None else Path(os.path.expanduser(raw))
+    if not directory.is_absolute():
+        directory = base / directory
+    delay = _float(table, "save_delay_s", where, "state", 1.0, 0.0, 60.0)
+    max_delay = _float(table, "max_delay_s", where, "state", 5.0, 0.0, 600.0)
+    if max_delay < delay:
+        raise ConfigError(f"{where}: [state] max_delay_s: must be >= save_delay_s ({delay:g})")
+    return StateConfig(dir=directory, save_delay_s=delay, max_delay_s=max_delay)
+
+
+def _log(table: Mapping, where: str) -> LogConfig:
+    _check_keys(table, ("level", "stats_interval_s"), where, "log")
+    return LogConfig(
+        level=_str(table, "level", where, "log", "info", LOG_LEVELS),
+        stats_interval_s=_float(table, "stats_interval_s", where, "log", 60.0, 0.0, 86400.0),
+    )
+
+
+def _freeze(value):
+    """Read-only view of nested tables (lists become tuples)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def thaw(value):
+    """A plain dict/list copy of a frozen table (for Session.from_dict and comparisons)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value

@@ -1,0 +1,230 @@
+"""The daemon against a real JACK server (dummy driver): a JACK client plays known tones into
+its inputs and records its outputs. Gain, pan, mute, monitor switching, the car simulation,
+state after SIGKILL, a bad reload, the server dying and coming back, and a 60 s run."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import FS, DeadlineProbe
+
+pytestmark = pytest.mark.e2e
+
+A1 = 10 ** (-20 / 20)  # input 1: 997 Hz at -20 dBFS peak
+F1 = 997.0
+A2 = 10 ** (-30 / 20)  # input 2: 50 Hz at -30 dBFS peak
+F2 = 50.0
+PAN_CENTRE = math.cos(math.pi / 4)  # constant-power pan, -3 dB at centre
+
+CONFIG = """
+[audio]
+backend = "jack"
+client_name = "studiod"
+samplerate = 48000
+block_frames = 128
+[session]
+[[session.channel]]
+name = "tone"
+inputs = 1
+[[session.channel]]
+name = "bass"
+inputs = 2
+[[session.monitor.system]]
+name = "studio"
+outputs = [1, 2]
+[[session.monitor.system]]
+name = "alt"
+outputs = [3, 4]
+[[session.monitor.system]]
+name = "car"
+outputs = [1, 2]
+simulation = "car"
+[params]
+{params}
+[state]
+dir = "state"
+save_delay_s = 0.3
+[log]
+stats_interval_s = 0
+"""
+
+
+def write_config(tmp_path, params: str = "", extra: str = ""):
+    path = tmp_path / "studiod.toml"
+    path.write_text(CONFIG.format(params=params) + extra)
+    return path
+
+
+def programme(seconds: float = 2.0) -> np.ndarray:
+    t = np.arange(int(seconds * FS)) / FS
+    return np.column_stack([A1 * np.sin(2 * np.pi * F1 * t), A2 * np.sin(2 * np.pi * F2 * t)])
+
+
+def amplitude(x: np.ndarray, freq_hz: float, chunk_s: float = 0.04) -> float:
+    """Peak amplitude of the ``freq_hz`` component: a least-squares fit of both test tones
+    (and DC) in 40 ms chunks, median over the chunks. Independent of phase, and a JACK xrun
+    (a skipped or repeated period shifts the phase) spoils only the chunk it falls in."""
+    n = int(chunk_s * FS)
+    t = np.arange(n) / FS
+    basis = np.column_stack(
+        [np.ones(n)]
+        + [
+            f(2 * np.pi * f0 * t)
+            for f0 in (freq_hz, *{F1, F2} - {freq_hz})
+            for f in (np.sin, np.cos)
+        ]
+    )
+    x = x.astype(np.float64)
+    fits = []
+    for start in range(0, len(x) - n + 1, n):
+        coef, *_ = np.linalg.lstsq(basis, x[start : start + n], rcond=None)
+        fits.append(np.hypot(coef[1], coef[2]))
+    return float(np.median(fits))
+
+
+def db(x: float) -> float:
+    return 20 * math.log10(x) if x > 1e-12 else -240.0
+
+
+@pytest.fixture
+def rig(tmp_path, jack_server, daemon_factory, peer_factory):
+    """The daemon on JACK, a peer playing the two tones into it and recording outputs 1-4."""
+
+    class Rig:
+        def __init__(self):
+            self.daemon = daemon_factory(write_config(tmp_path))
+            self.daemon.start()
+            self.peer = peer_factory()
+            self.peer.play(programme(), tmp_path)
+            self.peer.wire()
+
+        def params(self, text: str) -> None:
+            write_config(tmp_path, text)
+            self.daemon.reload()
+            time.sleep(0.15)  # parameter smoothing (20 ms) and a few periods of latency
+
+        def record(self, seconds: float = 0.5) -> np.ndarray:
+            return self.peer.record(seconds, tmp_path)
+
+    return Rig()
+
+
+def test_gain_pan_mute_and_monitor_switching(rig):
+    y = rig.record()
+    expected = A1 * PAN_CENTRE
+    for col in (0, 1):
+        assert db(amplitude(y[:, col], F1)) == pytest.approx(db(expected), abs=0.1)
+    assert np.max(np.abs(y[:, 2:4])) < 1e-6  # alt is off
+    rig.params('"/ch/1/fader" = -6.0')
+    y = rig.record()
+    assert db(amplitude(y[:, 0], F1)) == pytest.approx(db(expected) - 6.0, abs=0.1)
+    rig.params('"/ch/1/fader" = -6.0\n"/ch/1/pan" = -1.0')
+    y = rig.record()
+    assert db(amplitude(y[:, 0], F1)) == pytest.approx(db(A1) - 6.0, abs=0.1)
+    assert db(amplitude(y[:, 1], F1)) < db(A1) - 80
+    rig.params('"/ch/1/mute" = 1')
+    y = rig.record()
+    assert db(amplitude(y[:, 0], F1)) < db(A1) - 80
+    assert db(amplitude(y[:, 0], F2)) == pytest.approx(db(A2 * PAN_CENTRE), abs=0.1)
+    # monitor switching: the right output pair carries the signal, the other is silent
+    rig.params(
+        '"/ch/1/mute" = 0\n"/ch/1/fader" = 0.0\n"/ch/1/pan" = 0.0\n"/monitor/system" = "alt"'
+    )
+    y = rig.record()
+    assert np.max(np.abs(y[:, 0:2])) < 1e-6
+    for col in (2, 3):
+        assert db(amplitude(y[:, col], F1)) == pytest.approx(db(expected), abs=0.1)
+
+
+def test_car_simulation_response(rig, tmp_path):
+    """The car system against the studio one, at its documented target points
+    (dsp/simulation.py: 50 Hz +10 dB, 1 kHz 0 dB, fitted within ±1 dB), with both tones at
+    -40 dBFS so that the car's light compression (threshold -20 dB) stays out of it."""
+    quiet = programme() * (10 ** (-40 / 20) / np.array([A1, A2]))
+    rig.peer.play(quiet, tmp_path)
+    time.sleep(0.2)
+    studio = rig.record(1.0)
+    rig.params('"/monitor/system" = "car"')
+    time.sleep(0.3)
+    car = rig.record(1.0)
+    gain_50 = db(amplitude(car[:, 0], F2)) - db(amplitude(studio[:, 0], F2))
+    gain_1k = db(amplitude(car[:, 0], F1)) - db(amplitude(studio[:, 0], F1))
+    assert gain_50 == pytest.approx(10.0, abs=1.0)
+    assert gain_1k == pytest.approx(0.0, abs=1.0)
+
+
+def test_bad_reload_keeps_running(rig, tmp_path):
+    rig.params('"/ch/1/fader" = -10.0')
+    (tmp_path / "studiod.toml").write_text("[audio]\nblock_frames = 100\n")
+    rig.daemon.reload()  # refused: READY again with the old config
+    y = rig.record()
+    assert rig.daemon.proc.poll() is None
+    assert db(amplitude(y[:, 0], F1)) == pytest.approx(db(A1 * PAN_CENTRE) - 10.0, abs=0.1)
+    assert "reload refused, keeping the running config" in rig.daemon.log()
+    assert "block_frames: must be a power of two" in rig.daemon.log()
+
+
+def test_state_restored_after_sigkill(rig, tmp_path, daemon_factory, peer_factory):
+    rig.params('"/ch/1/fader" = -12.0\n"/monitor/system" = "alt"')
+    rig.params("")  # the config no longer names them: the live values stay
+    time.sleep(1.0)  # past the state debounce (0.3 s)
+    rig.daemon.kill9()
+    rig.peer.close()
+    again = daemon_factory(write_config(tmp_path))
+    again.start()
+    peer = peer_factory(name="peer2")
+    peer.play(programme(), tmp_path)
+    peer.wire()
+    time.sleep(0.2)
+    y = peer.record(0.5, tmp_path)
+    assert np.max(np.abs(y[:, 0:2])) < 1e-6  # still on alt
+    assert db(amplitude(y[:, 2], F1)) == pytest.approx(db(A1 * PAN_CENTRE) - 12.0, abs=0.1)
+
+
+def test_jack_server_restart(rig, jack_server, tmp_path, peer_factory):
+    """The server dies and comes back: the daemon reconnects within 2 s of it being back,
+    with its parameter values intact."""
+    rig.params('"/ch/1/fader" = -6.0')
+    rig.peer.proc.kill()  # it dies with the server anyway
+    jack_server.kill()
+    time.sleep(1.0)
+    assert rig.daemon.proc.poll() is None
+    jack_server.start()
+    back = time.monotonic()
+    deadline = back + 5.0
+    while "studiod:out_1" not in jack_server.ports() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    elapsed = time.monotonic() - back
+    assert elapsed < 2.0, rig.daemon.log()
+    peer = peer_factory(name="peer3")
+    peer.play(programme(), tmp_path)
+    peer.wire()
+    time.sleep(0.2)
+    y = peer.record(0.5, tmp_path)
+    assert db(amplitude(y[:, 0], F1)) == pytest.approx(db(A1 * PAN_CENTRE) - 6.0, abs=0.1)
+    log = rig.daemon.log()
+    assert "lost (JACK server gone" in log and "back after" in log
+
+
+def test_sixty_seconds_at_128_frames_without_xruns(rig):
+    """A minute at 128 frames (2.67 ms) with audio flowing: no xrun. A probe thread measures
+    the machine's own deadline misses over the same minute; when the machine itself cannot
+    keep time (an overloaded CI host, VM steal), xruns are not the daemon's and the test
+    reports that as an expected failure after checking the daemon's own cost."""
+    period_s = 128 / FS
+    with DeadlineProbe(period_s) as probe:
+        time.sleep(60.0)
+    y = rig.record(0.5)
+    assert db(amplitude(y[:, 0], F1)) == pytest.approx(db(A1 * PAN_CENTRE), abs=0.1)
+    assert rig.daemon.stop() == 0
+    stats = rig.daemon.stopped_stats()
+    assert stats["callbacks"] >= 60 * FS / 128
+    assert stats["p999_us"] < 0.25 * stats["period_us"]  # the daemon's own work
+    if probe.misses and stats["xruns"]:
+        pytest.xfail(
+            f"{stats['xruns']} xruns, but the machine itself missed {probe.misses} deadlines "
+            f"(worst wake-up {probe.worst_ns / 1e6:.1f} ms late) in the same minute"
+        )
+    assert stats["xruns"] == 0, rig.daemon.log()
