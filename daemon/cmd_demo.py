@@ -6,6 +6,10 @@ sound card), with the same callback, meters, state and control loop as ``studiod
 and a live status line on a terminal. ``--jack`` plays on a JACK server (a private
 ``jackd -d dummy`` is started when none runs), ``--device`` on a sound card.
 ``--offline`` renders the demo to a WAV file as fast as possible instead.
+
+The control surfaces run as in ``studiod run``, kept to this machine: OSC on
+udp 127.0.0.1:9000 (any free port when that one is taken; the port is printed), OSCQuery on
+http://127.0.0.1:9001/, mDNS on the loopback interface only, and MIDI controllers.
 """
 
 from __future__ import annotations
@@ -63,7 +67,10 @@ def demo_config(
     state_dir: Path | None = None,
     samplerate: int = SAMPLERATE,
 ):
-    """The demo's config: the demo session, its mix settings and monitor system."""
+    """The demo's config: the demo session, its mix settings and monitor system; OSC and
+    OSCQuery on 127.0.0.1 (so mDNS advertises on loopback only) and MIDI on defaults."""
+    from types import MappingProxyType
+
     from studiod.daemon.config import AudioConfig, Config, LogConfig, StateConfig
 
     session = demo_session(samplerate)
@@ -87,6 +94,8 @@ def demo_config(
         params=tuple(params),
         state=StateConfig(dir=state_dir or Path(tempfile.mkdtemp(prefix="studiod-demo-"))),
         log=LogConfig(level="info", stats_interval_s=0.0),
+        osc=MappingProxyType({"host": "127.0.0.1"}),
+        mdns=MappingProxyType({"enabled": True}),
     )
 
 
@@ -97,6 +106,20 @@ def _fold_outputs(n_engine: int, n_device: int) -> tuple[int, ...]:
         return ()
     width = max(1, min(2, n_device))
     return tuple(1 + (k % width) for k in range(n_engine))
+
+
+def _print_surfaces(daemon) -> None:
+    osc = daemon.osc
+    if osc is None:
+        print("  OSC                 off (see the log)", flush=True)
+        return
+    print(f"  OSC                 udp {osc.config.host}:{osc.udp_port}", flush=True)
+    if daemon.oscquery is not None:
+        print(f"  OSCQuery            http://{osc.config.host}:{daemon.oscquery.port}/")
+    if daemon.discovery is not None:
+        print(f"  mDNS                {daemon.discovery.instance!r} on the loopback "
+              "interface only")  # fmt: skip
+    sys.stdout.flush()
 
 
 def _start_private_jack(block_frames: int, outputs: int) -> subprocess.Popen | None:
@@ -212,10 +235,14 @@ def _realtime(args) -> int:
               f"{args.block_frames} frames at {SAMPLERATE} Hz"
               f"{'' if seconds is None else f' for {seconds:g} s'}; Ctrl-C stops")  # fmt: skip
         programme = synthesize(PROGRAMME_S, SAMPLERATE)
-        daemon = Daemon(config, status_out=sys.stdout if tty else None, programme=programme)
+        daemon = Daemon(
+            config, status_out=sys.stdout if tty else None, programme=programme,
+            any_free_port=True,
+        )  # fmt: skip
         daemon.install_signal_handlers()
         try:
             daemon.start()
+            _print_surfaces(daemon)
             daemon.run(seconds)
             stats = daemon.stats()
             master = daemon.core.levels(0)

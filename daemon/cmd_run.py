@@ -6,7 +6,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from studiod.daemon.config import ConfigError, load_config
+from studiod.daemon.config import ConfigError, control_surfaces, load_config
 
 
 def register(commands) -> None:
@@ -20,6 +20,21 @@ def register(commands) -> None:
     run.add_argument("--state-dir", type=Path, help="override [state] dir")
     run.add_argument("--check", action="store_true", help="validate the config and exit")
     run.set_defaults(func=main)
+
+
+def _surfaces_text(config) -> str:
+    s = control_surfaces(config)
+    parts = []
+    if s.osc is None:
+        parts.append("OSC off")
+    else:
+        tcp = f" + tcp {s.osc.tcp_port or s.osc.port}" if s.osc.tcp else ""
+        parts.append(f"OSC udp {s.osc.host}:{s.osc.port}{tcp}")
+        parts.append(f"OSCQuery {s.osc.oscquery_port}" if s.osc.oscquery_port else "no OSCQuery")
+    parts.append("mDNS on the OSC interface" if s.mdns is not None else "mDNS off")
+    midi = s.midi
+    parts.append(f"MIDI ({midi.get('api') or 'default API'})" if midi is not None else "MIDI off")
+    return ", ".join(parts)
 
 
 def main(args) -> int:
@@ -40,6 +55,7 @@ def main(args) -> int:
             f"{config.audio.backend} {config.audio.device or 'default device'} "
             f"@ {config.audio.samplerate} Hz / {config.audio.block_frames} frames"
         )
+        print(f"  control surfaces: {_surfaces_text(config)}")
         return 0
     setup_logging(config.log.level)
     daemon = Daemon(config, status_out=sys.stdout if sys.stdout.isatty() else None)

@@ -13,8 +13,10 @@ Sections (see examples/studio.toml and the README's "Configuration" section):
   applied at start after the state file, and live on reload;
 * ``[state]``    where parameter values and snapshots are kept;
 * ``[log]``      log level and how often audio statistics are logged;
-* ``[osc]``, ``[midi]``, ``[mdns]``: owned by the control-surface code; passed through as
-  read-only mappings.
+* ``[osc]``, ``[midi]``, ``[mdns]``: the control surfaces (OSC + OSCQuery, MIDI, discovery).
+  Kept as read-only mappings in :class:`Config`; validated at load by
+  :func:`control_surfaces`, which turns them into the controllers' own config objects (each
+  also takes ``enabled = false`` to switch it off).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 PASS_THROUGH = ("osc", "midi", "mdns")
 SECTIONS = ("audio", "session", "params", "state", "log", *PASS_THROUGH)
 MIN_BLOCK_FRAMES = 16
+MIDI_KEYS = ("enabled", "api", "profile_dir", "profiles", "poll_s")
+MIDI_APIS = ("alsa", "jack")
 # The default GIL switch interval, chosen by measurement (README "Running the daemon",
 # benchmarks/bench_soak.py): CPython's 5 ms default lets a busy control thread hold the GIL
 # for several 1.3 ms periods; 0.5 ms kept a 64-frame stream free of xruns under control
@@ -167,7 +171,7 @@ def parse_config(data: Mapping, path: str | Path | None = None) -> Config:
             f"map names {len(audio.output_map)}"
         )
     passed = {k: _freeze(copy.deepcopy(dict(data.get(k, {})))) for k in PASS_THROUGH}
-    return Config(
+    config = Config(
         path=path,
         audio=audio,
         session=session,
@@ -176,6 +180,104 @@ def parse_config(data: Mapping, path: str | Path | None = None) -> Config:
         log=log,
         **passed,
     )
+    control_surfaces(config)  # a bad [osc]/[midi]/[mdns] is refused like any other section
+    return config
+
+
+@dataclass(frozen=True)
+class ControlSurfaces:
+    """What the daemon runs in front of its hub, from ``[osc]``, ``[mdns]`` and ``[midi]``.
+
+    osc: a :class:`studiod.controllers.osc.OscConfig` (its ``oscquery_port`` is the OSCQuery
+    HTTP server, 0: none), or None when ``[osc] enabled = false``; mdns: a
+    :class:`studiod.controllers.discovery.DiscoveryConfig` or None when disabled (it needs
+    OSC: it advertises the OSC and OSCQuery ports); midi: the ``[midi]`` table for
+    :func:`studiod.controllers.midi.manager_from_config` (``profile_dir`` made absolute), or
+    None when disabled.
+    """
+
+    osc: object | None
+    mdns: object | None
+    midi: Mapping | None
+
+
+def control_surfaces(config: Config) -> ControlSurfaces:
+    """Validate and convert a config's control-surface sections; raises ConfigError naming
+    the file, the section and the key. Every section may be absent: OSC on 127.0.0.1:9000
+    with OSCQuery on 9001, mDNS on OSC's interface, MIDI on the platform's default API."""
+    from studiod.controllers.discovery import DiscoveryConfig
+    from studiod.controllers.osc import OscConfig
+
+    where = config.name
+    table = thaw(config.osc)
+    osc_on = _enabled(table, where, "osc")
+    try:
+        osc = OscConfig.from_mapping(table)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(_controller_error(where, "osc", exc)) from None
+    table = thaw(config.mdns)
+    try:
+        mdns = DiscoveryConfig.from_mapping(table)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(_controller_error(where, "mdns", exc)) from None
+    midi = _midi(thaw(config.midi), config.path, config.audio.backend, where)
+    return ControlSurfaces(
+        osc=osc if osc_on else None,
+        mdns=mdns if mdns.enabled and osc_on else None,
+        midi=midi,
+    )
+
+
+def _enabled(table: dict, where: str, section: str) -> bool:
+    enabled = table.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: [{section}] enabled: must be true or false")
+    return enabled
+
+
+def _controller_error(where: str, section: str, exc: Exception) -> str:
+    """The controllers' own messages ("osc.port: …", "mdns: unknown key(s) …") in ours."""
+    text = str(exc)
+    for prefix in (f"{section}.", f"{section}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    return f"{where}: [{section}] {text}"
+
+
+def _midi(table: dict, path: Path | None, backend: str, where: str) -> dict | None:
+    _check_keys(table, MIDI_KEYS, where, "midi")
+    if not _enabled(table, where, "midi"):
+        return None
+    api = _str(table, "api", where, "midi", None, MIDI_APIS)
+    if backend == "jack":
+        # python-rtmidi holds the GIL inside libjack calls (client activation, port
+        # registration) that wait for the JACK server, and the server waits for a cycle of
+        # our own JACK audio client, whose process callback (ctypes) needs the GIL: the
+        # daemon and the whole JACK graph hang (seen with jackd 1.9.21). Controllers are
+        # ALSA sequencer ports anyway (a2jmidid bridges JACK-only ones).
+        if api == "jack":
+            raise ConfigError(
+                f'{where}: [midi] api: "jack" cannot run next to [audio] backend = "jack" '
+                '(python-rtmidi would deadlock the JACK server); use "alsa"'
+            )
+        table["api"] = "alsa"  # rtmidi's default may pick JACK when ALSA has no ports
+    raw = _str(table, "profile_dir", where, "midi", None)
+    if raw is not None:
+        folder = Path(os.path.expanduser(raw))
+        if not folder.is_absolute():
+            folder = (path.parent if path is not None else Path.cwd()) / folder
+        table["profile_dir"] = str(folder)
+    profiles = table.get("profiles")
+    if profiles is not None and (
+        not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles)
+    ):
+        raise ConfigError(f"{where}: [midi] profiles: must be an array of profile ids")
+    if "poll_s" in table:
+        # rtmidi reports no unplugging: the port list is polled; hot-plug within 2 s
+        # (issue 5) needs a poll well under that
+        table["poll_s"] = _float(table, "poll_s", where, "midi", 0.5, 0.05, 1.0)
+    return table
 
 
 # --------------------------------------------------------------------------------------

@@ -17,10 +17,22 @@ Hooks for the rest of the daemon (loudness log, reference player, control surfac
 * :meth:`Daemon.add_reload_listener` ``(fn(old_config, new_config))``: after a reload;
 * :meth:`Daemon.save_snapshot` / :meth:`recall_snapshot` / :meth:`list_snapshots`;
 * :attr:`Daemon.hub`: the one way to change a parameter.
+
+Control surfaces (``[osc]``, ``[mdns]``, ``[midi]``; see
+:func:`~studiod.daemon.config.control_surfaces`) run in the daemon, all through the hub:
+the OSC server (:attr:`Daemon.osc`, with :meth:`Daemon.osc_meters` as its meter source)
+and the OSCQuery server (:attr:`Daemon.oscquery`) are up before READY; mDNS
+(:attr:`Daemon.discovery`, on the OSC server's interface) and MIDI (:attr:`Daemon.midi`)
+start right after it, since neither is needed to call the daemon ready and both take time
+(mDNS probing, MIDI port scans). A reload restarts a surface whose section changed (mDNS
+also when the session's channels or systems did, for its TXT records) and retries one that
+could not start. A surface that fails (a port in use, no MIDI system) is logged and left
+off; the audio never depends on it.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import itertools
 import logging
@@ -30,6 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +59,13 @@ from studiod.daemon.audio import (
     PortAudioDevice,
     VirtualDevice,
 )
-from studiod.daemon.config import Config, ConfigError, load_config
+from studiod.daemon.config import (
+    Config,
+    ConfigError,
+    ControlSurfaces,
+    control_surfaces,
+    load_config,
+)
 from studiod.daemon.notify import Notifier
 from studiod.daemon.state import StateError, StateKeeper, StateStore
 from studiod.dsp.engine import Engine, QueueFull
@@ -134,6 +153,10 @@ def setup_logging(level: str = "info", stream=None) -> None:
     root.propagate = False
 
 
+def _dbfs(linear: float) -> float:
+    return 20.0 * math.log10(linear) if linear > 0.0 else -math.inf
+
+
 def _fmt(value: float, width: int = 6) -> str:
     return f"{value:{width}.1f}" if math.isfinite(value) else f"{'-inf':>{width}}"
 
@@ -150,7 +173,10 @@ class Daemon:
         notifier: Notifier | None = None,
         status_out=None,
         programme: np.ndarray | None = None,
+        any_free_port: bool = False,
     ):
+        """``any_free_port``: when the configured OSC or OSCQuery port is in use, take any
+        free one instead of leaving the server off (the demo; see :attr:`osc`'s ports)."""
         self.config = config
         self.device_factory = device_factory or default_device_factory
         self.notifier = notifier or Notifier()
@@ -188,6 +214,14 @@ class Daemon:
         self._seen_callbacks = 0
         self._seen_at = 0.0
         self.last_reading: MeterReading | None = None
+        self.any_free_port = any_free_port
+        self.osc = None  # controllers.osc.OscServer while OSC runs
+        self.oscquery = None  # controllers.oscquery.OscQueryServer
+        self.discovery = None  # controllers.discovery.Discovery
+        self.midi = None  # controllers.midi.MidiManager
+        self._surfaces: ControlSurfaces | None = None
+        self._mdns_lock = threading.Lock()  # mDNS restarts run off the control thread
+        self._mdns_worker: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------
     # hooks
@@ -294,6 +328,8 @@ class Daemon:
             prime(engine)
             self.core = self._make_core(engine, cfg)
             self.core.warm_up()
+            self._surfaces = self._surfaces_of(cfg)
+            self._import_surfaces()
         finally:
             warm.set()
         self._follow_system(force=True)
@@ -302,6 +338,8 @@ class Daemon:
         gc.collect()
         gc.freeze()
         self._open_device(first=True)
+        self._start_osc()
+        self.add_reload_listener(self._reload_surfaces)
         self.ready_s = time.monotonic() - self._started_at
         log.info(
             "ready in %.2f s: %d channels, %d inputs -> %d outputs, %d Hz, %d frames (%.2f ms)",
@@ -314,6 +352,8 @@ class Daemon:
             1e3 * cfg.audio.block_frames / cfg.audio.samplerate,
         )
         self.notifier.ready(self._status_text())
+        self._start_mdns()
+        self._start_midi()
 
     def _starting(self, done: threading.Event) -> None:
         """While the kernels compile (minutes on a first run on a Pi), keep systemd's start
@@ -350,8 +390,11 @@ class Daemon:
             self._stop.wait(max(wait, 0.0))
 
     def close(self) -> None:
-        """Stop the stream, save the state, tell systemd."""
+        """Stop the control surfaces and the stream, save the state, tell systemd."""
         self.notifier.stopping()
+        self._stop_midi()
+        self._stop_mdns()
+        self._stop_osc()
         if self.device is not None:
             self._close_device()
         if self.core is not None:
@@ -366,6 +409,218 @@ class Daemon:
             self.keeper.close()
         self._status_line_end()
         gc.unfreeze()
+
+    # ------------------------------------------------------------------------------------
+    # control surfaces
+
+    def osc_meters(self) -> dict:
+        """The OSC meter streams (any thread): loudness and true peak of what is heard (the
+        monitor outputs' meter: momentary and short-term live, integrated since the reset,
+        true peak of the last one-second reading) and each channel strip's post-fader peak
+        in dBFS (the engine's block peak, the louder lane of a stereo strip)."""
+        core, hub = self.core, self.hub
+        if core is None or hub is None:
+            return {}
+        lv = core.levels(METER_MONITOR)
+        state = hub.engine.state
+        peaks = state.ch_peak
+        channels = [
+            _dbfs(float(peaks[first : first + count].max()))
+            for first, count in zip(state.ch_lane0, state.ch_lanes, strict=True)
+        ]
+        return {
+            "momentary_lufs": lv.momentary_lufs,
+            "shortterm_lufs": lv.shortterm_lufs,
+            "integrated_lufs": lv.integrated_lufs,
+            "true_peak_dbtp": lv.true_peak_dbtp,
+            "channel_peak_dbfs": channels,
+        }
+
+    @staticmethod
+    def _surfaces_of(cfg: Config) -> ControlSurfaces | None:
+        try:
+            return control_surfaces(cfg)
+        except ConfigError as exc:  # only a config built in code gets here unvalidated
+            log.error("control surfaces off: %s", exc)
+            return None
+
+    def _import_surfaces(self) -> None:
+        """Import what the surfaces need while the daemon is starting (before gc.freeze and
+        before the stream runs: an import holds the GIL for long stretches)."""
+        s = self._surfaces
+        if s is None:
+            return
+        if s.osc is not None:
+            import studiod.controllers.osc
+            import studiod.controllers.oscquery
+        if s.mdns is not None:
+            import zeroconf  # noqa: F401
+
+            import studiod.controllers.discovery
+        if s.midi is not None:
+            import studiod.controllers.midi  # noqa: F401
+
+    def _start_osc(self) -> None:
+        from studiod.controllers.discovery import instance_name
+        from studiod.controllers.osc import OscServer
+        from studiod.controllers.oscquery import OscQueryServer
+
+        s = self._surfaces
+        if s is None or s.osc is None:
+            return
+        cfg = s.osc
+        try:
+            self.osc = self._bind(
+                lambda port: OscServer(
+                    self.hub, replace(cfg, port=port), meters_provider=self.osc_meters
+                ).start(),
+                cfg.port,
+                f"osc: udp {cfg.host}:{cfg.port}",
+            )
+        except Exception as exc:
+            log.error("osc: cannot listen on %s:%d (%s); OSC is off until a reload",
+                      cfg.host, cfg.port, exc)  # fmt: skip
+            return
+        if cfg.oscquery_port:
+            name = instance_name(name=s.mdns.name if s.mdns is not None else "")
+            try:
+                self.oscquery = self._bind(
+                    lambda port: OscQueryServer(
+                        self.hub, cfg.host, port, osc_port=self.osc.udp_port, name=name,
+                        meters_provider=self.osc_meters,
+                    ).start(),
+                    cfg.oscquery_port,
+                    f"oscquery: tcp {cfg.host}:{cfg.oscquery_port}",
+                )  # fmt: skip
+            except Exception as exc:
+                log.error("oscquery: cannot listen on %s:%d (%s); off until a reload",
+                          cfg.host, cfg.oscquery_port, exc)  # fmt: skip
+
+    def _bind(self, make, port: int, what: str):
+        """``make(port)``; with ``any_free_port``, ``make(0)`` when the port is in use."""
+        try:
+            return make(port)
+        except OSError as exc:
+            if not self.any_free_port or exc.errno != errno.EADDRINUSE or port == 0:
+                raise
+            log.warning("%s is in use; taking a free port instead", what)
+            return make(0)
+
+    def _stop_osc(self) -> None:
+        for name in ("oscquery", "osc"):
+            server = getattr(self, name)
+            setattr(self, name, None)
+            if server is not None:
+                try:
+                    server.close()
+                except Exception:
+                    log.exception("%s: close failed", name)
+
+    def _start_mdns(self) -> None:
+        """Advertise the OSC server (zeroconf probes in its own thread: returns at once)."""
+        from studiod.controllers.discovery import Discovery
+
+        s, osc = self._surfaces, self.osc
+        if s is None or s.mdns is None or osc is None:
+            return
+        session = self.hub.engine.session
+        try:
+            self.discovery = Discovery(
+                osc.config.host,
+                osc.udp_port,
+                tcp_port=osc.tcp_port or None,
+                oscquery_port=self.oscquery.port if self.oscquery is not None else None,
+                channels=len(session.channels),
+                systems=[m.name for m in session.systems],
+                name=s.mdns.name,
+            ).start()
+        except Exception as exc:  # mDNS is a convenience: the daemon runs without it
+            log.warning("mdns: not advertising: %s", exc)
+
+    def _stop_mdns(self) -> None:
+        worker = self._mdns_worker
+        if worker is not None:
+            worker.join(timeout=15.0)
+        with self._mdns_lock:
+            discovery, self.discovery = self.discovery, None
+            if discovery is not None:
+                try:
+                    discovery.close()
+                except Exception:
+                    log.exception("mdns: close failed")
+
+    def _restart_mdns(self) -> None:
+        """Re-advertise in the background: withdrawing the old records and probing the new
+        names takes a second or more, which the control loop must not wait for."""
+
+        def work():
+            with self._mdns_lock:
+                discovery, self.discovery = self.discovery, None
+                if discovery is not None:
+                    try:
+                        discovery.close()
+                    except Exception:
+                        log.exception("mdns: close failed")
+                self._start_mdns()
+
+        previous = self._mdns_worker
+        if previous is not None:
+            previous.join(timeout=15.0)
+        self._mdns_worker = threading.Thread(target=work, name="mdns-restart", daemon=True)
+        self._mdns_worker.start()
+
+    def _start_midi(self) -> None:
+        from studiod.controllers.midi import manager_from_config
+
+        s = self._surfaces
+        if s is None or s.midi is None:
+            return
+        try:
+            manager = manager_from_config(self.hub, s.midi)
+        except Exception as exc:  # no ALSA sequencer, no JACK server, a bad profile
+            log.warning("midi: off: %s", exc)
+            return
+        manager.start()
+        self.midi = manager
+        log.info(
+            "midi: %s MIDI, %d profiles, ports polled every %.1f s",
+            s.midi.get("api") or "default", len(manager.profiles), manager.poll_interval_s,
+        )  # fmt: skip
+
+    def _stop_midi(self) -> None:
+        manager, self.midi = self.midi, None
+        if manager is None:
+            return
+        try:
+            manager.stop()
+            close = getattr(manager.backend, "close", None)
+            if close is not None:
+                close()
+        except Exception:
+            log.exception("midi: stop failed")
+
+    def _reload_surfaces(self, old: Config, new: Config) -> None:
+        """Reload listener: restart the surfaces whose section changed; retry the ones that
+        are configured but not running."""
+        surfaces = self._surfaces_of(new)
+        was, self._surfaces = self._surfaces, surfaces
+        want_osc = surfaces is not None and surfaces.osc is not None
+        osc_restart = new.osc != old.osc or was is None or (want_osc and self.osc is None)
+        if osc_restart:  # mDNS may name the old port for the second its restart takes
+            self._stop_osc()
+            self._start_osc()
+        want_mdns = surfaces is not None and surfaces.mdns is not None
+        if (
+            osc_restart
+            or new.mdns != old.mdns
+            or new.session != old.session
+            or (want_mdns and self.discovery is None)
+        ):
+            self._restart_mdns()
+        want_midi = surfaces is not None and surfaces.midi is not None
+        if new.midi != old.midi or was is None or (want_midi and self.midi is None):
+            self._stop_midi()
+            self._start_midi()
 
     # ------------------------------------------------------------------------------------
     # the control tick
