@@ -365,7 +365,9 @@ def test_daemon_midi_reaches_the_hub_and_osc_subscribers(tmp_path):
         daemon.start()
         dump = Dump(DUMP_PORT)
         oscsend("/subscribe", "ii", "60", str(DUMP_PORT))
-        sent = oscsend("/ch/1/fader", "f", "-12")
+        dump.wait_for("/meters/loudness", time.monotonic())  # the subscription is live
+        oscsend("/ch/1/fader", "f", "-12")
+        sent = oscsend("/ch/1/fader")  # a query: the answer goes to the subscribed port
         assert floats(dump.wait_for("/ch/1/fader f", sent)) == [-12.0]
         nano = JackNano()
         wait_until(lambda: "connected on" in daemon.log(), 3.0, "the daemon's MIDI to connect")
