@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -216,7 +215,6 @@ PROGRAMMES = {
 }
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 @pytest.mark.parametrize("name", list(PROGRAMMES))
 def test_against_ffmpeg_and_pyloudnorm(name, tmp_path):
     make, fs = PROGRAMMES[name]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rtmidi
 
 from studiod.controllers.hub import ControlHub
 from studiod.controllers.mapping import load_profile, shipped_profile_paths
@@ -21,7 +22,6 @@ from studiod.dsp.engine import Engine
 from studiod.dsp.session import Session
 
 pytestmark = pytest.mark.e2e
-rtmidi = pytest.importorskip("rtmidi")
 
 FS = 48000
 SESSION = Session.from_dict(
