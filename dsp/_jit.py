@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 import numba
+from numba import types
+from numba.extending import intrinsic
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -45,3 +47,24 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 kernel = numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
 """Decorator for every audio kernel: nopython, releases the GIL, cached on disk."""
+
+
+@intrinsic
+def fence(typingctx):
+    """A sequentially consistent memory fence (LLVM ``fence seq_cst``): the ordering point
+    between a lock-free writer's data and the index that publishes it, and between a reader's
+    index and the data it then reads. Free on x86 for plain loads/stores, needed on ARM."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@kernel
+def publish(ctl, index, value):
+    """``ctl[index] = value``, ordered after every earlier store of the calling thread: the
+    control side's half of a single-producer single-consumer handshake."""
+    fence()
+    ctl[index] = value

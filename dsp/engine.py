@@ -31,7 +31,7 @@ import numpy as np
 from studiod.dsp import dither, dynamics, effects, linphase, stereo
 from studiod.dsp import filters as flt
 from studiod.dsp import limiter as lim
-from studiod.dsp._jit import kernel
+from studiod.dsp._jit import fence, kernel, publish
 from studiod.dsp.crossover import design_crossover3
 from studiod.dsp.layout import (
     CH_BUS,
@@ -1142,6 +1142,29 @@ def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_sto
         s.out_peak[col] = peak
 
 
+# q_ctl slots: the queue's head (producers, under the engine's lock) and tail (audio thread)
+Q_HEAD = 0
+Q_TAIL = 1
+# lp_ctl slots: the linear-phase bank in use (control) and the one the audio thread has taken
+LP_SELECTED = 0
+LP_TAKEN = 1
+
+
+@kernel
+def process_block(s, lp_head, lp_spectra, lp_ctl, inp, out, q_idx, q_val, q_ctl):
+    """One block of an engine whose control arrays are given (what :meth:`Engine.process`
+    runs, and what the native audio callback calls): drains the parameter queue, takes the
+    selected linear-phase bank, processes ``inp`` float32[n, inputs] into ``out``
+    float32[n, outputs]."""
+    head = q_ctl[Q_HEAD]
+    fence()  # the queue entries before ``head`` were stored before it was published
+    sel = lp_ctl[LP_SELECTED]
+    lp_ctl[LP_TAKEN] = sel
+    _engine_block(s, lp_head[sel], lp_spectra[sel], inp, out, q_idx, q_val, q_ctl[Q_TAIL], head)
+    fence()  # the entries are read before their slots are handed back
+    q_ctl[Q_TAIL] = head
+
+
 # --------------------------------------------------------------------------------------
 # the Python side
 
@@ -1238,11 +1261,15 @@ class Engine:
         self._lock = threading.Lock()  # producers only; the audio thread never takes it
         self._q_idx = np.zeros(QUEUE_SIZE, dtype=np.int64)
         self._q_val = np.zeros(QUEUE_SIZE, dtype=np.float64)
-        self._q_head = 0  # written by producers under the lock
-        self._q_tail = 0  # written by the audio thread only
+        self._q_ctl = np.zeros(2, dtype=np.int64)  # Q_HEAD, Q_TAIL
         self.state = self._build_state()
         self._lp_taps = linphase.default_taps(self.samplerate)
-        self._lp = self._design_linear_phase()
+        # Two linear-phase banks: the control side designs into the one the audio thread
+        # does not use and then selects it (see service()).
+        head, spectra = self._design_linear_phase()
+        self._lp_head = np.stack([head, head])
+        self._lp_spectra = np.stack([spectra, spectra])
+        self._lp_ctl = np.zeros(2, dtype=np.int64)  # LP_SELECTED, LP_TAKEN
         self._lp_dirty = False
         # design everything once from the defaults
         self.state.dirty[:] = self.state.blocks[:, :, 1] > 0
@@ -1463,13 +1490,14 @@ class Engine:
         param = self.registry[address]
         number = param.validate(value)
         with self._lock:
-            if self._q_head - self._q_tail >= QUEUE_SIZE:
+            head = int(self._q_ctl[Q_HEAD])
+            if head - self._q_ctl[Q_TAIL] >= QUEUE_SIZE:
                 raise QueueFull(f"{QUEUE_SIZE} parameter changes pending; {address} dropped")
-            slot = self._q_head % QUEUE_SIZE
+            slot = head % QUEUE_SIZE
             self._q_idx[slot] = param.index
             self._q_val[slot] = number
             self.registry.values[param.index] = number
-            self._q_head += 1
+            publish(self._q_ctl, Q_HEAD, head + 1)
             if param.address.startswith(("/master/eq/", "/master/eq/mode")):
                 self._lp_dirty = True
         return param, number
@@ -1477,10 +1505,21 @@ class Engine:
     def service(self) -> None:
         """Control-side upkeep, called from a control thread (the daemon's service loop, or
         ``render`` between blocks): designs the linear-phase master EQ after its parameters
-        changed and swaps it in by reference."""
-        if self._lp_dirty:
+        changed and selects it. The new design goes into the bank the audio thread is not
+        using: when it has not yet taken the last selection, the design waits for the next
+        call."""
+        ctl = self._lp_ctl
+        if self._lp_dirty and ctl[LP_TAKEN] == ctl[LP_SELECTED]:
             self._lp_dirty = False
-            self._lp = self._design_linear_phase()
+            spare = 1 - int(ctl[LP_SELECTED])
+            self._lp_head[spare], self._lp_spectra[spare] = self._design_linear_phase()
+            publish(ctl, LP_SELECTED, spare)
+
+    def arrays(self) -> tuple:
+        """What :func:`process_block` takes besides the audio: ``(state, lp_head,
+        lp_spectra, lp_ctl, q_idx, q_val, q_ctl)``, for native callers."""
+        return (self.state, self._lp_head, self._lp_spectra, self._lp_ctl, self._q_idx,
+                self._q_val, self._q_ctl)  # fmt: skip
 
     def _design_linear_phase(self) -> tuple[np.ndarray, np.ndarray]:
         """The master EQ bands as a linear-phase FIR, partitioned for the engine."""
@@ -1498,12 +1537,8 @@ class Engine:
     # -- audio side -----------------------------------------------------------------------
     def process(self, inp: np.ndarray, out: np.ndarray) -> None:
         """One block: ``inp`` float32[frames, n_inputs] -> ``out`` float32[frames, n_outputs]."""
-        head = self._q_head
-        lp_head, lp_spectra = self._lp
-        _engine_block(
-            self.state, lp_head, lp_spectra, inp, out, self._q_idx, self._q_val, self._q_tail, head
-        )
-        self._q_tail = head
+        process_block(self.state, self._lp_head, self._lp_spectra, self._lp_ctl, inp, out,
+                      self._q_idx, self._q_val, self._q_ctl)  # fmt: skip
 
     def render(self, inp: np.ndarray, block_frames: int = 4096, tap: str = "outputs") -> np.ndarray:
         """Offline: process a whole float32 ``[frames, n_inputs]`` array.

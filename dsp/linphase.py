@@ -261,7 +261,8 @@ def make_linphase_coefs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(head[B, lanes], spectra[P - 1, B + 1, lanes])`` for an FIR (taps,) or (taps, lanes).
 
-    Call off the audio thread; the engine swaps the pair in by reference.
+    Call off the audio thread; the engine designs into the bank the audio thread is not
+    using and then selects it.
     """
     frames = as_frames(fir)
     taps, lanes = frames.shape

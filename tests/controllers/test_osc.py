@@ -222,7 +222,7 @@ def test_bad_input_answers_error_and_never_reaches_engine(osc, address, args, re
     assert reason in err.params[1]
     assert hub.version == version
     np.testing.assert_array_equal(engine.registry.values, before)
-    assert engine._q_head == 0  # nothing was queued for the audio thread
+    assert engine._q_ctl[0] == 0  # nothing was queued for the audio thread
 
 
 def test_malformed_packets_answer_error_and_server_keeps_running(osc):
