@@ -1,26 +1,18 @@
-"""Realtime audio I/O: the callback, the meters it feeds, and the devices that call it.
+"""Realtime audio I/O: the devices, and the control side of the audio callback.
 
-The audio callback (:meth:`AudioCore.callback`) is the only code on the audio thread. It
-makes three calls, each into compiled code, and touches no lock, file or socket:
+The callback is compiled code (:mod:`studiod.daemon.rtcore`): device input -> the engine
+(two during a crossfade) -> device output, the two BS.1770 meters (the master bus and the
+active monitor system's outputs), the reference player and the loudness log's tap. It finds
+its arrays through a table of addresses that :class:`AudioCore` maintains, and touches no
+lock, file, socket or Python object.
 
-1. ``_io_in``   (jitted, keeps the GIL, ~1 µs): device input columns -> engine inputs
-   (the input channel map; the demo programme loop; the monitor-source ring on the
-   external input pair);
-2. ``engine.process`` (jitted, releases the GIL): the whole mix/master/monitor graph;
-3. ``_io_out``  (jitted, keeps the GIL): engine outputs -> device columns (the output map),
-   the crossfade after an engine swap, and two BS.1770 meters (the master bus and the
-   active monitor system's outputs).
-
-The two helpers keep the GIL on purpose: each release of the GIL is a chance for a control
-thread to take it, and getting it back can take a whole switch interval
-(``sys.setswitchinterval``), so the callback releases it once, around the engine.
-
-Everything the callback uses is preallocated; the control thread swaps whole objects by
-reference (a new engine after a session change) and reads the meters and timings.
-
-Devices: :class:`PortAudioDevice` (sounddevice: JACK, ALSA, CoreAudio, WASAPI…) and
-:class:`VirtualDevice`, a thread that paces blocks in real time like a sound card with two
-periods of buffering (for the demo without hardware, and for tests).
+* :class:`JackDevice` hands JACK the compiled callback itself: JACK's process thread never
+  enters Python, so no control thread can delay it by holding the GIL (measured: the
+  callback runs on time while another thread holds the GIL for seconds).
+* :class:`PortAudioDevice` (sounddevice: ALSA, CoreAudio, WASAPI, JACK…) and
+  :class:`VirtualDevice` (a thread that paces blocks like a sound card with two periods of
+  buffering: the demo without hardware, and tests) call :meth:`AudioCore.callback`, which
+  holds the GIL only to enter the compiled code and releases it inside.
 """
 
 from __future__ import annotations
@@ -32,254 +24,38 @@ import math
 import os
 import threading
 import time
-from collections import namedtuple
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
+from studiod.daemon import rtcore as rt
+from studiod.daemon import rtstate as rs
+from studiod.daemon._unpack import (
+    METER_FINGERPRINT,
+    METER_WIDTH,
+    PLAYER_FINGERPRINT,
+    PLAYER_WIDTH,
+    SHARED_FINGERPRINT,
+    SHARED_WIDTH,
+    SLOT_FINGERPRINT,
+    SLOT_WIDTH,
+    TAP_FINGERPRINT,
+    TAP_WIDTH,
+)
+from studiod.daemon.native import Layout
 from studiod.dsp import loudness as ld
-from studiod.dsp._jit import FASTMATH
+from studiod.dsp._jit import publish
 
 log = logging.getLogger("studiod.audio")
 
-# Compiled like the DSP kernels, but holding the GIL: see the module docstring.
-_gil_kernel = numba.njit(nogil=False, cache=True, fastmath=FASTMATH)
-
-# The reference player's and the loudness log's kernels, bound when one is attached: their
-# modules import scipy.signal (~60 MB, ~1 s at start), which a daemon without them need not
-# pay. With None in their place the compiled helpers prune the calls.
-player_fill = None  # studiod.daemon.reference.player_fill
-tap_process = None  # studiod.daemon.loudlog.tap_process
-
-TIMES_RING = 8192  # callback durations kept for the control thread (~11 s at 64 frames)
 HIST_US = 200_000  # callback-time histogram: 1 µs bins up to 200 ms
 CROSSFADE_MS = 20.0  # engine swap crossfade (equal-gain, linear)
 SWAP_SETTLE_MS = 20.0  # the new engine runs unheard this long (plus its latency) first
-SOURCE_RING_S = 1.0  # monitor-source ring length
-
-# meter indices
-METER_MASTER = 0
-METER_MONITOR = 1
-# meter_ctl slots
-_CTL_RESET_MASTER = 0
-_CTL_RESET_MONITOR = 1
-_CTL_INTERVAL_REQ = 2
-_CTL_INTERVAL_DONE = 3
-# src_ctl slots
-_SRC_ACTIVE = 0
-_SRC_WRITTEN = 1
-_SRC_READ = 2
-_SRC_UNDERRUNS = 3
+SETTLE_TIMEOUT_S = 1.0  # a block running longer than this is stuck: its records are kept
 
 
 class DeviceError(RuntimeError):
     """An audio device that cannot be found, opened or kept running."""
-
-
-# ----------------------------------------------------------------------------------------
-# state shared with the compiled helpers
-
-IoState = namedtuple(
-    "IoState",
-    [
-        "in_map",  # int64[n_eng_in]: device input column of each engine input (-1: silence)
-        "out_map",  # int64[n_eng_out]: device output column of each engine output (-1: none)
-        "ext",  # int64[2]: engine input columns of the external monitor pair (-1: none)
-        "eng_in",  # float32[max_frames, n_eng_in]
-        "eng_out",  # float32[max_frames, n_eng_out]
-        "master",  # float64[N, 2]: the engine's master bus after ``process`` (metered)
-        "has_master",  # int64[1]
-    ],
-)
-
-Shared = namedtuple(
-    "Shared",
-    [
-        "loop",  # float32[L, k]: a programme played into engine inputs 1…k (the demo)
-        "loop_ctl",  # int64[2]: on, position
-        "src",  # float32[R, 2]: monitor-source ring (SPSC: control thread writes)
-        "src_ctl",  # int64[4]: active, frames written, frames read, underrun frames
-        "fade",  # int64[2]: crossfade position, length (frames)
-        "xfade",  # float32[max_frames, dev_out]: the old engine's mapped output
-        "mon_cols",  # int64[2]: engine output columns of the metered monitor system
-        "mon_buf",  # float64[max_frames, 2]
-        "meter_ctl",  # int64[4]: reset master, reset monitor, interval requested, done
-        "tp_last",  # float64[2, 2]: true peak per meter and lane, last interval
-        "sp_last",  # float64[2, 2]: sample peak, last interval
-        "tp_max",  # float64[2, 2]: true peak since the meter's reset
-    ],
-)
-
-
-@_gil_kernel
-def _io_in(indata, io, sh, player):
-    """Engine inputs for one block from the device input (and the loop, the source ring and
-    the reference player, ``player``: a reference.PlayerState or None)."""
-    n = indata.shape[0]
-    n_dev = indata.shape[1]
-    eng = io.eng_in
-    for c in range(eng.shape[1]):
-        col = io.in_map[c]
-        if 0 <= col < n_dev:
-            for i in range(n):
-                eng[i, c] = indata[i, col]
-        else:
-            for i in range(n):
-                eng[i, c] = 0.0
-    if sh.loop_ctl[0] != 0:
-        loop = sh.loop
-        length = loop.shape[0]
-        cols = min(loop.shape[1], eng.shape[1])
-        pos = sh.loop_ctl[1]
-        for i in range(n):
-            for c in range(cols):
-                eng[i, c] = loop[pos, c]
-            pos += 1
-            if pos >= length:
-                pos = 0
-        sh.loop_ctl[1] = pos
-    if sh.src_ctl[_SRC_ACTIVE] != 0 and io.ext[0] >= 0:
-        ring = sh.src
-        size = ring.shape[0]
-        avail = sh.src_ctl[_SRC_WRITTEN] - sh.src_ctl[_SRC_READ]
-        take = min(avail, n)
-        read = sh.src_ctl[_SRC_READ]
-        for i in range(n):
-            if i < take:
-                row = (read + i) % size
-                eng[i, io.ext[0]] = ring[row, 0]
-                eng[i, io.ext[1]] = ring[row, 1]
-            else:
-                eng[i, io.ext[0]] = 0.0
-                eng[i, io.ext[1]] = 0.0
-        sh.src_ctl[_SRC_READ] = read + take
-        sh.src_ctl[_SRC_UNDERRUNS] += n - take
-    if player is not None:
-        if io.ext[0] >= 0:
-            player_fill(eng, n, io.ext, player)
-
-
-@_gil_kernel
-def _map_out(eng, out_map, n, dest):
-    dest[:n] = 0.0
-    n_dev = dest.shape[1]
-    for c in range(out_map.shape[0]):
-        col = out_map[c]
-        if 0 <= col < n_dev:
-            for i in range(n):
-                dest[i, col] += eng[i, c]
-
-
-@_gil_kernel
-def _meter_interval(sh, k, state):
-    for lane in range(2):
-        sh.tp_last[k, lane] = state.tp_peak[lane]
-        sh.sp_last[k, lane] = state.sample_peak[lane]
-        sh.tp_max[k, lane] = max(sh.tp_max[k, lane], state.tp_peak[lane])
-        state.tp_peak[lane] = 0.0
-        state.sample_peak[lane] = 0.0
-
-
-@_gil_kernel
-def _meter_reset(sh, k, s):
-    ld.loudness_reset(
-        s.kcoefs, s.kstate, s.scratch, s.weights, s.config, s.counters, s.sub_acc, s.ring,
-        s.hist_fine, s.hist_coarse, s.tp_coefs, s.tp_history, s.tp_peak, s.sample_peak, s.meters,
-    )  # fmt: skip
-    for lane in range(2):
-        sh.tp_max[k, lane] = 0.0
-
-
-@_gil_kernel
-def _io_out(outdata, io, old, sh, m_master, m_monitor, tap):
-    """Device output for one block (output map, crossfade from ``old`` after a swap) and
-    the meters. ``old`` is ``io`` itself when no crossfade runs; ``tap``: the loudness
-    log's loudlog.TapState, or None."""
-    n = outdata.shape[0]
-    _map_out(io.eng_out, io.out_map, n, outdata)
-    pos = sh.fade[0]
-    length = sh.fade[1]
-    if pos < length:
-        _map_out(old.eng_out, old.out_map, n, sh.xfade)
-        for i in range(n):
-            g = min(1.0, max(0.0, (pos + i) / length))
-            for col in range(outdata.shape[1]):
-                outdata[i, col] = g * outdata[i, col] + (1.0 - g) * sh.xfade[i, col]
-        sh.fade[0] = pos + n
-    # meters: requests from the control thread first
-    if sh.meter_ctl[_CTL_RESET_MASTER] != 0:
-        _meter_reset(sh, METER_MASTER, m_master)
-        sh.meter_ctl[_CTL_RESET_MASTER] = 0
-    if sh.meter_ctl[_CTL_RESET_MONITOR] != 0:
-        _meter_reset(sh, METER_MONITOR, m_monitor)
-        sh.meter_ctl[_CTL_RESET_MONITOR] = 0
-    if io.has_master[0] != 0:
-        ld.loudness_process_state(io.master[:n], m_master)
-    c0 = sh.mon_cols[0]
-    c1 = sh.mon_cols[1]
-    if 0 <= c0 < io.eng_out.shape[1] and 0 <= c1 < io.eng_out.shape[1]:
-        buf = sh.mon_buf[:n]
-        for i in range(n):
-            buf[i, 0] = io.eng_out[i, c0]
-            buf[i, 1] = io.eng_out[i, c1]
-        ld.loudness_process_state(buf, m_monitor)
-    if sh.meter_ctl[_CTL_INTERVAL_REQ] != sh.meter_ctl[_CTL_INTERVAL_DONE]:
-        _meter_interval(sh, METER_MASTER, m_master)
-        _meter_interval(sh, METER_MONITOR, m_monitor)
-        sh.meter_ctl[_CTL_INTERVAL_DONE] = sh.meter_ctl[_CTL_INTERVAL_REQ]
-    if tap is not None:
-        tap_process(io.master, io.eng_out[:n], n, tap)
-
-
-# ----------------------------------------------------------------------------------------
-# control-side helpers
-
-
-def make_io(engine, audio, max_frames: int) -> IoState:
-    """The I/O state of one engine under an [audio] config (channel maps, buffers)."""
-    session = engine.session
-    n_in, n_out = session.n_inputs, session.n_outputs
-    in_map = np.array(
-        [m - 1 for m in audio.input_map[:n_in]] if audio.input_map else range(n_in),
-        dtype=np.int64,
-    )
-    out_map = np.array(
-        [m - 1 for m in audio.output_map[:n_out]] if audio.output_map else range(n_out),
-        dtype=np.int64,
-    )
-    ext = np.array([i - 1 for i in session.ext_inputs] or [-1, -1], dtype=np.int64)
-    master = getattr(engine.state, "mst_buf", None)
-    has_master = isinstance(master, np.ndarray) and master.ndim == 2 and master.shape[1] == 2
-    if not has_master:
-        log.warning("this engine exposes no master bus buffer: the master meter stays silent")
-        master = np.zeros((max_frames, 2))
-    return IoState(
-        in_map=in_map,
-        out_map=out_map,
-        ext=ext,
-        eng_in=np.zeros((max_frames, n_in), np.float32),
-        eng_out=np.zeros((max_frames, n_out), np.float32),
-        master=master,
-        has_master=np.array([1 if has_master else 0], dtype=np.int64),
-    )
-
-
-def make_shared(samplerate: int, max_frames: int, dev_out: int) -> Shared:
-    return Shared(
-        loop=np.zeros((1, 1), np.float32),
-        loop_ctl=np.zeros(2, dtype=np.int64),
-        src=np.zeros((int(SOURCE_RING_S * samplerate), 2), np.float32),
-        src_ctl=np.zeros(4, dtype=np.int64),
-        fade=np.zeros(2, dtype=np.int64),
-        xfade=np.zeros((max_frames, dev_out), np.float32),
-        mon_cols=np.full(2, -1, dtype=np.int64),
-        mon_buf=np.zeros((max_frames, 2)),
-        meter_ctl=np.zeros(4, dtype=np.int64),
-        tp_last=np.zeros((2, 2)),
-        sp_last=np.zeros((2, 2)),
-        tp_max=np.zeros((2, 2)),
-    )
 
 
 def _db(linear: float) -> float:
@@ -330,7 +106,7 @@ class MonitorSource:
         self._core = core
 
     @property
-    def _sh(self) -> Shared:
+    def _sh(self) -> rs.Shared:
         return self._core.shared
 
     @property
@@ -340,7 +116,7 @@ class MonitorSource:
     @property
     def buffered(self) -> int:
         ctl = self._sh.src_ctl
-        return int(ctl[_SRC_WRITTEN] - ctl[_SRC_READ])
+        return int(ctl[rs.SRC_WRITTEN] - ctl[rs.SRC_READ])
 
     @property
     def space(self) -> int:
@@ -348,14 +124,14 @@ class MonitorSource:
 
     @property
     def underruns(self) -> int:
-        return int(self._sh.src_ctl[_SRC_UNDERRUNS])
+        return int(self._sh.src_ctl[rs.SRC_UNDERRUNS])
 
     @property
     def active(self) -> bool:
-        return bool(self._sh.src_ctl[_SRC_ACTIVE])
+        return bool(self._sh.src_ctl[rs.SRC_ACTIVE])
 
     def activate(self, on: bool = True) -> None:
-        self._sh.src_ctl[_SRC_ACTIVE] = 1 if on else 0
+        self._sh.src_ctl[rs.SRC_ACTIVE] = 1 if on else 0
 
     def write(self, frames: np.ndarray) -> int:
         """Queue float ``[n, 2]`` frames; returns how many fitted (never blocks)."""
@@ -366,39 +142,46 @@ class MonitorSource:
         ring = self._sh.src
         size = ring.shape[0]
         count = min(len(frames), self.space)
-        start = int(ctl[_SRC_WRITTEN]) % size
+        start = int(ctl[rs.SRC_WRITTEN]) % size
         first = min(count, size - start)
         ring[start : start + first] = frames[:first]
         ring[: count - first] = frames[first:count]
-        ctl[_SRC_WRITTEN] += count  # publish after the samples are in place
+        publish(ctl, rs.SRC_WRITTEN, int(ctl[rs.SRC_WRITTEN]) + count)  # after the samples
         return count
 
     def clear(self) -> None:
         """Drop what is buffered (the audio thread may read a few frames more)."""
         ctl = self._sh.src_ctl
-        ctl[_SRC_READ] = ctl[_SRC_WRITTEN]
+        ctl[rs.SRC_READ] = ctl[rs.SRC_WRITTEN]
 
 
-class _Slot:
-    """What the callback runs: an engine, its I/O state, and views for the usual size."""
+class _Records:
+    """``count`` regions of one layout in the callback's table, and the values packed there
+    (kept alive while the callback may read them)."""
 
-    __slots__ = ("engine", "in_view", "io", "out_view", "process")
+    def __init__(self, table: np.ndarray, start: int, count: int, layout: Layout):
+        self.table, self.start, self.count, self.layout = table, start, count, layout
+        self.values: list = [None] * count
 
-    def __init__(self, engine, io: IoState, frames: int):
-        self.engine = engine
-        self.io = io
-        self.process = engine.process
-        self.in_view = io.eng_in[:frames]
-        self.out_view = io.eng_out[:frames]
+    def put(self, value, busy: set[int]) -> int:
+        """Pack ``value`` into a region not in ``busy`` (the ones the callback reads);
+        returns its index."""
+        k = next(k for k in range(self.count) if k not in busy)
+        self.layout.pack(self.table, self.start + k * self.layout.width, value)
+        self.values[k] = value
+        return k
 
 
 class AudioCore:
     """The callback, the engine it runs, the meters and the timing statistics.
 
-    ``callback(indata, outdata, frames, time_info, status)`` has sounddevice's signature;
-    :class:`VirtualDevice` calls it the same way. :meth:`swap` changes the engine from a
-    control thread: the callback picks up the new one at its next block and crossfades
-    from the old one over ``CROSSFADE_MS``.
+    The callback itself is compiled (:func:`studiod.daemon.rtcore.core_block`) and finds its
+    arrays through ``table``: JACK calls it natively (:class:`JackDevice`), other devices
+    through :meth:`callback`, which has sounddevice's signature. The control side changes
+    what the callback reads by packing a new record into a region the callback does not
+    read and publishing its index: :meth:`swap` (a new engine, crossfaded over
+    ``CROSSFADE_MS``), :meth:`set_loop`, :meth:`set_player`, :meth:`set_tap`. Call those
+    from control threads; they never wait longer than one block.
     """
 
     def __init__(self, engine, audio, dev_in: int, dev_out: int, max_frames: int | None = None):
@@ -407,23 +190,40 @@ class AudioCore:
         self.samplerate = engine.samplerate
         self.max_frames = int(max_frames or max(4 * audio.block_frames, 1024))
         self.dev_in, self.dev_out = dev_in, dev_out
-        self.shared = make_shared(self.samplerate, self.max_frames, dev_out)
+        self.monitor_source = MonitorSource(self)
+        self.player = None  # a reference.ReferencePlayer
+        self.tap = None  # a loudlog.TapState
+        self.last_status = ""
+        self._lock = threading.Lock()  # control threads only
+        self._graveyard: list = []  # records of a block that never ended
+
+        self.ctl = np.zeros(rt.CTL_SIZE, dtype=np.int64)
+        self.ctl[[rt.CTL_PLAYER, rt.CTL_TAP]] = -1
+        self._times = np.zeros(rt.TIMES_RING, dtype=np.int64)
+        table = self.table = np.zeros(rt.TABLE_SIZE, dtype=np.int64)
+        table[rt.H_CTL] = self.ctl.ctypes.data
+        table[rt.H_TIMES] = self._times.ctypes.data
+        table[rt.H_CLOCK], table[rt.H_CLOCK_ID] = _monotonic_clock()
+        table[rt.H_MAX_FRAMES] = self.max_frames
         self.meters = (
             ld.make_state(self.samplerate, np.ones(2)),
             ld.make_state(self.samplerate, np.ones(2)),
         )
-        self.monitor_source = MonitorSource(self)
-        self.player = None  # a reference.ReferencePlayer (its .state is read every block)
-        self.tap = None  # a loudlog.TapState
-        self._pair: tuple[_Slot, _Slot | None] = (
-            _Slot(engine, make_io(engine, audio, self.max_frames), self.block_frames),
-            None,
-        )
+        meter = Layout("meter", METER_FINGERPRINT, METER_WIDTH)
+        meter.pack(table, rt.METERS, self.meters[rs.METER_MASTER])
+        meter.pack(table, rt.METERS + METER_WIDTH, self.meters[rs.METER_MONITOR])
+        self._slots = _Records(table, rt.SLOTS, rt.N_SLOTS,
+                               Layout("slot", SLOT_FINGERPRINT, SLOT_WIDTH))  # fmt: skip
+        self._shareds = _Records(table, rt.SHAREDS, 2,
+                                 Layout("shared", SHARED_FINGERPRINT, SHARED_WIDTH))  # fmt: skip
+        self._players = _Records(table, rt.PLAYERS, 2,
+                                 Layout("player", PLAYER_FINGERPRINT, PLAYER_WIDTH))  # fmt: skip
+        self._taps = _Records(table, rt.TAPS, 2, Layout("tap", TAP_FINGERPRINT, TAP_WIDTH))
+        self.shared = rs.make_shared(self.samplerate, self.max_frames, dev_out)
+        self.ctl[rt.CTL_SHARED] = self._shareds.put(self.shared, set())
+        self._engine = engine
+        self.ctl[rt.CTL_ENGINES] = rt.engines(self._slots.put(self._slot(engine), set()))
         # timing: the callback writes, the control thread reads (see collect())
-        self._times = np.zeros(TIMES_RING, dtype=np.int64)
-        self.callbacks = 0
-        self.xruns = 0
-        self.last_status = ""
         self._collected = 0
         self.hist = np.zeros(HIST_US + 1, dtype=np.int64)
         self.max_ns = 0
@@ -431,112 +231,121 @@ class AudioCore:
 
     # -- the audio thread -------------------------------------------------------------
     def callback(self, indata, outdata, frames, time_info, status) -> None:
-        t0 = time.perf_counter_ns()
+        """sounddevice's callback signature: one block through the compiled callback."""
         if status:
-            self.xruns += 1
             self.last_status = str(status)
-        slot, old = self._pair  # one read: the control thread replaces the whole pair
-        sh = self.shared
-        player = self.player
-        ps = None if player is None else player.state
-        tap = self.tap
-        if frames == self.block_frames:
-            _io_in(indata, slot.io, sh, ps)
-            slot.process(slot.in_view, slot.out_view)
-            if old is None:
-                _io_out(outdata, slot.io, slot.io, sh, self.meters[0], self.meters[1], tap)
-            else:
-                _io_in(indata, old.io, sh, None)
-                old.process(old.in_view, old.out_view)
-                _io_out(outdata, slot.io, old.io, sh, self.meters[0], self.meters[1], tap)
-                if sh.fade[0] >= sh.fade[1]:
-                    self._pair = (slot, None)
-        else:
-            self._odd_block(indata, outdata, frames, slot, old, ps, tap)
-        self._times[self.callbacks % TIMES_RING] = time.perf_counter_ns() - t0
-        self.callbacks += 1
+        rt.core_block(self.table, indata, outdata, frames, bool(status))
 
-    def _odd_block(self, indata, outdata, frames, slot, old, ps, tap) -> None:
-        """A block of another size (some host APIs vary it): in pieces of at most
-        ``max_frames`` (allocates views; rare by construction)."""
-        sh = self.shared
-        for start in range(0, frames, self.max_frames):
-            stop = min(frames, start + self.max_frames)
-            n = stop - start
-            _io_in(indata[start:stop], slot.io, sh, ps)
-            slot.process(slot.io.eng_in[:n], slot.io.eng_out[:n])
-            other = slot.io
-            if old is not None:
-                _io_in(indata[start:stop], old.io, sh, None)
-                old.process(old.io.eng_in[:n], old.io.eng_out[:n])
-                other = old.io
-            _io_out(outdata[start:stop], slot.io, other, sh, self.meters[0], self.meters[1], tap)
-        if old is not None and sh.fade[0] >= sh.fade[1]:
-            self._pair = (slot, None)
+    def report_xrun(self) -> None:
+        """An xrun reported by the device from another thread: counted with the next block."""
+        self.ctl[rt.CTL_XRUN_REQ] += 1
+
+    @property
+    def callbacks(self) -> int:
+        return int(self.ctl[rt.CTL_CALLBACKS])
+
+    @property
+    def xruns(self) -> int:
+        return int(self.ctl[rt.CTL_XRUNS])
 
     # -- the control side ---------------------------------------------------------------
     @property
     def engine(self):
-        return self._pair[0].engine
+        return self._engine
+
+    def _slot(self, engine):
+        return rs.make_slot(engine, self.audio.input_map, self.audio.output_map, self.max_frames)
+
+    def _engine_slots(self) -> tuple[int, int]:
+        word = int(self.ctl[rt.CTL_ENGINES])
+        return word % rt.N_SLOTS, word // rt.N_SLOTS - 1
+
+    def _select(self, index: int, value: int) -> None:
+        """Publish ``ctl[index] = value`` and return once no block that may have read the
+        old value still runs (at most one block)."""
+        ctl = self.ctl
+        publish(ctl, index, value)
+        if not ctl[rt.CTL_IN_BLOCK]:
+            return  # a block that starts from now on reads the new value
+        done = ctl[rt.CTL_CALLBACKS]
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while ctl[rt.CTL_IN_BLOCK] and ctl[rt.CTL_CALLBACKS] == done:
+            if time.monotonic() > deadline:
+                # a block stuck this long may still read the old records: never free them
+                self._graveyard.append(
+                    [r.values[:] for r in (self._slots, self._shareds, self._players, self._taps)]
+                )
+                log.warning("audio callback stuck for %.1f s", SETTLE_TIMEOUT_S)
+                return
+            time.sleep(0.0002)
 
     def swap(self, engine, crossfade: bool = True) -> None:
         """Run ``engine`` from the next block on: unheard until its latency and
         ``SWAP_SETTLE_MS`` have passed, then crossfading from the current one over
         ``CROSSFADE_MS`` (when the stream runs). The new engine should have settled its
-        parameters (the runtime primes it). Call from one control thread."""
-        slot = _Slot(engine, make_io(engine, self.audio, self.max_frames), self.block_frames)
-        if not crossfade:
-            self._pair = (slot, None)
-            return
-        # a crossfade in progress ends within CROSSFADE_MS while the stream runs
-        deadline = time.monotonic() + 0.5
-        while self._pair[1] is not None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        sh = self.shared
-        sh.fade[1] = max(1, round(CROSSFADE_MS * 1e-3 * self.samplerate))
-        # The new engine runs unheard until its look-ahead is full and its filters have
-        # settled on the live input, then fades in: a swap is never a step.
-        latency = int(getattr(engine, "latency_samples", 0))
-        sh.fade[0] = -(latency + round(SWAP_SETTLE_MS * 1e-3 * self.samplerate))
-        self._pair = (slot, self._pair[0])
+        parameters (the runtime primes it)."""
+        slot = self._slot(engine)
+        with self._lock:
+            # a crossfade in progress ends within CROSSFADE_MS while the stream runs
+            deadline = time.monotonic() + 0.5
+            while self._engine_slots()[1] >= 0 and time.monotonic() < deadline:
+                time.sleep(0.002)
+            heard, fading = self._engine_slots()
+            k = self._slots.put(slot, {heard, fading})
+            if crossfade:
+                sh = self.shared
+                sh.fade[1] = max(1, round(CROSSFADE_MS * 1e-3 * self.samplerate))
+                # The new engine runs unheard until its look-ahead is full and its filters
+                # have settled on the live input, then fades in: a swap is never a step.
+                latency = int(getattr(engine, "latency_samples", 0))
+                sh.fade[0] = -(latency + round(SWAP_SETTLE_MS * 1e-3 * self.samplerate))
+                self._select(rt.CTL_ENGINES, rt.engines(k, heard))
+            else:
+                self._select(rt.CTL_ENGINES, rt.engines(k))
+            self._engine = engine
 
     def set_player(self, player) -> None:
-        """Mix a reference.ReferencePlayer into the external monitor inputs (None: stop).
-        Compiles the callback's variant for it here, off the audio thread."""
-        if player is not None:
-            global player_fill
-            from studiod.daemon.reference import player_fill
+        """Mix a reference.ReferencePlayer into the external monitor inputs (None: stop);
+        a track the player loads later reaches the callback the same way."""
+        with self._lock:
+            if self.player is not None:
+                self.player.on_state = None
+            if player is None:
+                self._select(rt.CTL_PLAYER, -1)
+            else:
+                player.on_state = self._player_state
+                busy = {int(self.ctl[rt.CTL_PLAYER])}
+                self._select(rt.CTL_PLAYER, self._players.put(player.state, busy))
+            self.player = player
 
-            io = make_io(self.engine, self.audio, self.max_frames)
-            sh = make_shared(self.samplerate, self.max_frames, self.dev_out)
-            _io_in(np.zeros((self.block_frames, self.dev_in), np.float32), io, sh, player.state)
-        self.player = player
+    def _player_state(self, state) -> None:
+        with self._lock:
+            busy = {int(self.ctl[rt.CTL_PLAYER])}
+            self._select(rt.CTL_PLAYER, self._players.put(state, busy))
 
     def set_tap(self, tap) -> None:
-        """Feed a loudlog.TapState every block (None: stop); compiles its variant here."""
-        if tap is not None:
-            global tap_process
-            from studiod.daemon.loudlog import tap_process
-
-            io = make_io(self.engine, self.audio, self.max_frames)
-            sh = make_shared(self.samplerate, self.max_frames, self.dev_out)
-            scratch = [ld.make_state(self.samplerate, np.ones(2)) for _ in range(2)]
-            out = np.zeros((self.block_frames, self.dev_out), np.float32)
-            probe = tap._replace(**{f: getattr(tap, f).copy() for f in tap._fields})
-            _io_out(out, io, io, sh, scratch[0], scratch[1], probe)
-        self.tap = tap
+        """Feed a loudlog.TapState every block (None: stop)."""
+        with self._lock:
+            if tap is None:
+                self._select(rt.CTL_TAP, -1)
+            else:
+                self._select(rt.CTL_TAP, self._taps.put(tap, {int(self.ctl[rt.CTL_TAP])}))
+            self.tap = tap
 
     def set_loop(self, programme: np.ndarray | None) -> None:
         """Play float32 ``[frames, k]`` into engine inputs 1…k in a loop (None: stop)."""
+        sh = self.shared
         if programme is None:
-            self.shared.loop_ctl[0] = 0
+            sh.loop_ctl[0] = 0
             return
         programme = np.ascontiguousarray(programme, dtype=np.float32)
-        sh = self.shared
         sh.loop_ctl[0] = 0
-        self.shared = sh._replace(loop=programme)
-        self.shared.loop_ctl[1] = 0
-        self.shared.loop_ctl[0] = 1
+        with self._lock:
+            self.shared = sh._replace(loop=programme)
+            busy = {int(self.ctl[rt.CTL_SHARED])}
+            self._select(rt.CTL_SHARED, self._shareds.put(self.shared, busy))
+        sh.loop_ctl[1] = 0
+        publish(sh.loop_ctl, 0, 1)
 
     def set_monitor_meter(self, outputs: tuple[int, ...]) -> None:
         """Meter these 1-based engine outputs (the active system's) from now on, anew."""
@@ -544,27 +353,27 @@ class AudioCore:
         cols = [o - 1 for o in outputs] or [-1]
         mono = len(cols) == 1
         sh.mon_cols[0] = -1  # off while the weights change
-        self.meters[METER_MONITOR].weights[1] = 0.0 if mono else 1.0
+        self.meters[rs.METER_MONITOR].weights[1] = 0.0 if mono else 1.0
         sh.mon_cols[1] = cols[-1]
         sh.mon_cols[0] = cols[0]
-        sh.meter_ctl[_CTL_RESET_MONITOR] = 1
+        sh.meter_ctl[rs.METER_RESET_MONITOR] = 1
 
     def reset_meters(self) -> None:
         """Start both meters' integrated loudness, LRA and peak maxima anew."""
-        self.shared.meter_ctl[_CTL_RESET_MASTER] = 1
-        self.shared.meter_ctl[_CTL_RESET_MONITOR] = 1
+        self.shared.meter_ctl[rs.METER_RESET_MASTER] = 1
+        self.shared.meter_ctl[rs.METER_RESET_MONITOR] = 1
 
     def request_interval(self) -> int:
         """Ask the callback to close the peak interval; returns the request number."""
         ctl = self.shared.meter_ctl
-        ctl[_CTL_INTERVAL_REQ] += 1
-        return int(ctl[_CTL_INTERVAL_REQ])
+        ctl[rs.METER_INTERVAL_REQ] += 1
+        return int(ctl[rs.METER_INTERVAL_REQ])
 
     def interval_done(self, request: int) -> bool:
-        return int(self.shared.meter_ctl[_CTL_INTERVAL_DONE]) >= request
+        return int(self.shared.meter_ctl[rs.METER_INTERVAL_DONE]) >= request
 
     def levels(self, k: int) -> Levels:
-        """The reading of meter ``k`` (METER_MASTER or METER_MONITOR)."""
+        """The reading of meter ``k`` (rs.METER_MASTER or rs.METER_MONITOR)."""
         state = self.meters[k]
         m = state.meters
         sh = self.shared
@@ -582,10 +391,10 @@ class AudioCore:
     def collect(self) -> None:
         """Fold the callback times recorded since the last call into the histogram."""
         done = self.callbacks
-        start = max(self._collected, done - TIMES_RING)
+        start = max(self._collected, done - rt.TIMES_RING)
         if done <= start:
             return
-        idx = np.arange(start, done) % TIMES_RING
+        idx = np.arange(start, done) % rt.TIMES_RING
         ns = self._times[idx]
         self.max_ns = max(self.max_ns, int(ns.max()))
         period_ns = 1e9 * self.block_frames / self.samplerate
@@ -614,17 +423,25 @@ class AudioCore:
         return out
 
     def warm_up(self) -> None:
-        """Run the compiled helpers once (compiles or loads them from numba's cache)."""
+        """Run the compiled callback once (compiles it, or loads it from numba's cache)."""
         dev_in = np.zeros((self.block_frames, self.dev_in), np.float32)
         dev_out = np.zeros((self.block_frames, self.dev_out), np.float32)
-        saved = (self.callbacks, self.xruns)
+        counters = [rt.CTL_CALLBACKS, rt.CTL_XRUNS]
+        saved = self.ctl[counters].copy()
         self.callback(dev_in, dev_out, self.block_frames, None, None)
-        if self.player is None:  # the variants used during a crossfade
-            _io_in(dev_in, make_io(self.engine, self.audio, self.max_frames),
-                   make_shared(self.samplerate, self.max_frames, self.dev_out), None)  # fmt: skip
-        self.callbacks, self.xruns = saved
+        self.ctl[counters] = saved
         self._times[:] = 0
         self.reset_meters()
+
+
+def _monotonic_clock() -> tuple[int, int]:
+    """clock_gettime's address and CLOCK_MONOTONIC for the compiled callback's timing
+    ((0, 0) where the C library has none: durations then read 0)."""
+    try:
+        libc = ctypes.CDLL(None)
+        return ctypes.cast(libc.clock_gettime, ctypes.c_void_p).value, time.CLOCK_MONOTONIC
+    except (OSError, AttributeError):
+        return 0, 0
 
 
 # ----------------------------------------------------------------------------------------
@@ -974,8 +791,8 @@ _JACK_PORT_IS_INPUT = 0x1  # jack/types.h JackPortFlags
 _JACK_PORT_IS_OUTPUT = 0x2
 _JACK_PORT_IS_PHYSICAL = 0x4
 _JACK_AUDIO_TYPE = b"32 bit float mono audio"  # JACK_DEFAULT_AUDIO_TYPE
+JACK_MAX_FRAMES = 8192  # the largest period JACK allows (jack2 BUFFER_SIZE_MAX)
 
-_JackProcess = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
 _JackShutdown = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _JackXrun = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 _JackMessage = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
@@ -997,7 +814,7 @@ class _Jack:
             "jack_client_close": (ctypes.c_int, [p]),
             "jack_port_register": (p, [p, c, c, ctypes.c_ulong, ctypes.c_ulong]),
             "jack_port_name": (c, [p]),
-            "jack_set_process_callback": (ctypes.c_int, [p, _JackProcess, p]),
+            "jack_set_process_callback": (ctypes.c_int, [p, p, p]),
             "jack_on_info_shutdown": (None, [p, _JackShutdown, p]),
             "jack_set_xrun_callback": (ctypes.c_int, [p, _JackXrun, p]),
             "jack_activate": (ctypes.c_int, [p]),
@@ -1019,29 +836,9 @@ class _Jack:
         lib.jack_set_error_function(self._quiet)
         lib.jack_set_info_function(self._quiet)
         get_buffer = lib.jack_port_get_buffer
-        get_buffer.argtypes = [ctypes.c_size_t, ctypes.c_uint32]
-        get_buffer.restype = ctypes.POINTER(ctypes.c_float)
-
-        # Compiled here (a ctypes function's address cannot go into numba's disk cache):
-        # the whole copy between JACK's per-port buffers and our interleaved blocks.
-        @numba.njit(nogil=False, fastmath=FASTMATH)
-        def read(ports, n, dest):
-            for c in range(ports.shape[0]):
-                buf = numba.carray(get_buffer(ports[c], n), (n,))
-                for i in range(n):
-                    dest[i, c] = buf[i]
-
-        @numba.njit(nogil=False, fastmath=FASTMATH)
-        def write(ports, n, src):
-            for c in range(ports.shape[0]):
-                buf = numba.carray(get_buffer(ports[c], n), (n,))
-                for i in range(n):
-                    buf[i] = src[i, c]
-
-        self.read, self.write = read, write
-        sig = "(uint64[::1], uint32, float32[:, ::1])"
-        read.compile(sig)
-        write.compile(sig)
+        get_buffer.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        get_buffer.restype = ctypes.c_void_p
+        self.get_buffer_address = ctypes.cast(get_buffer, ctypes.c_void_p).value
 
     @classmethod
     def get(cls) -> _Jack:
@@ -1066,14 +863,15 @@ def jack_server_running(client_name: str = "studiod-probe") -> bool:
 
 class JackDevice:
     """A JACK client ``audio.client_name`` with ports in_1…, out_1… (connected to the
-    server's physical ports when ``audio.autoconnect``), calling ``callback`` with
-    sounddevice's signature from JACK's process thread."""
+    server's physical ports when ``audio.autoconnect``) whose process callback is the
+    compiled :func:`studiod.daemon.rtcore.jack_process` on ``core``'s table: JACK's
+    process thread never enters Python."""
 
-    def __init__(self, audio, in_channels: int, out_channels: int, callback):
+    def __init__(self, audio, in_channels: int, out_channels: int, core: AudioCore):
         self.audio = audio
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.callback = callback
+        self.core = core
         self.samplerate = audio.samplerate
         self.block_frames = audio.block_frames
         self.name = f"JACK client {audio.client_name}"
@@ -1081,7 +879,6 @@ class JackDevice:
         self.xruns = 0
         self._client = None
         self._dead = False
-        self._xrun_pending = False
         self._callbacks = None
 
     def start(self) -> None:
@@ -1123,47 +920,32 @@ class JackDevice:
                      for k in range(self.out_channels)]  # fmt: skip
         if not all(ports_in + ports_out):
             raise DeviceError("JACK refused to register the ports")
-        self._ports_in = np.array(ports_in, dtype=np.uint64)
-        self._ports_out = np.array(ports_out, dtype=np.uint64)
-        frames = max(period, 1)
-        indata = np.zeros((frames, self.in_channels), np.float32)
-        outdata = np.zeros((frames, self.out_channels), np.float32)
-        read, write, callback = jack.read, jack.write, self.callback
-        p_in, p_out = self._ports_in, self._ports_out
-        ok = VirtualStatus()
-        flagged = VirtualStatus(output_underflow=True)
-
-        def process(nframes, arg):
-            nonlocal indata, outdata
-            try:
-                if nframes != len(indata):  # the server's period changed (jack_bufsize)
-                    indata = np.zeros((nframes, self.in_channels), np.float32)
-                    outdata = np.zeros((nframes, self.out_channels), np.float32)
-                read(p_in, nframes, indata)
-                status = ok
-                if self._xrun_pending:
-                    self._xrun_pending = False
-                    status = flagged
-                callback(indata, outdata, nframes, None, status)
-                write(p_out, nframes, outdata)
-                return 0
-            except BaseException as exc:  # never let an exception into libjack
-                self.error = f"{type(exc).__name__}: {exc}"
-                return 1
+        n_in, n_out = self.in_channels, self.out_channels
+        self._in = np.zeros((JACK_MAX_FRAMES, n_in), np.float32)
+        self._out = np.zeros((JACK_MAX_FRAMES, n_out), np.float32)
+        table = self._table = np.zeros(rt.J_PORTS + n_in + n_out, dtype=np.int64)
+        table[rt.J_CORE] = self.core.table.ctypes.data
+        table[rt.J_CORE_SIZE] = len(self.core.table)
+        table[rt.J_GET_BUFFER] = jack.get_buffer_address
+        table[rt.J_IN] = self._in.ctypes.data
+        table[rt.J_OUT] = self._out.ctypes.data
+        table[rt.J_CAPACITY] = JACK_MAX_FRAMES
+        table[rt.J_N_IN], table[rt.J_N_OUT] = n_in, n_out
+        table[rt.J_PORTS :] = ports_in + ports_out
 
         def shutdown(code, reason, arg):
             self.error = f"JACK server gone: {reason.decode(errors='replace') if reason else code}"
             self._dead = True
 
-        def xrun(arg):
+        def xrun(arg):  # JACK's notification thread, not the process thread
             self.xruns += 1
-            self._xrun_pending = True
+            self.core.report_xrun()
             return 0
 
-        self._callbacks = (_JackProcess(process), _JackShutdown(shutdown), _JackXrun(xrun))
-        lib.jack_set_process_callback(client, self._callbacks[0], None)
-        lib.jack_on_info_shutdown(client, self._callbacks[1], None)
-        lib.jack_set_xrun_callback(client, self._callbacks[2], None)
+        self._callbacks = (_JackShutdown(shutdown), _JackXrun(xrun))
+        lib.jack_set_process_callback(client, rt.jack_process_address(), table.ctypes.data)
+        lib.jack_on_info_shutdown(client, self._callbacks[0], None)
+        lib.jack_set_xrun_callback(client, self._callbacks[1], None)
         if lib.jack_activate(client) != 0:
             raise DeviceError("jack_activate failed")
         if self.audio.autoconnect:

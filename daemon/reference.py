@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from studiod.daemon.audiofile import AudioFileError, read
 from studiod.dsp import loudness as ld
@@ -153,6 +152,8 @@ def resample(data: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
     (up/down reduced by their GCD; Kaiser window, beta 5: default of resample_poly)."""
     if from_hz == to_hz:
         return np.ascontiguousarray(data, dtype=np.float32)
+    from scipy.signal import resample_poly  # ~60 MB: only when a file needs it
+
     ratio = Fraction(int(to_hz), int(from_hz))
     y = resample_poly(data.astype(np.float64), ratio.numerator, ratio.denominator, axis=0)
     return np.ascontiguousarray(y, dtype=np.float32)
@@ -227,6 +228,7 @@ class ReferencePlayer:
         self._matched_once = False
         self._lock = threading.Lock()
         self.state = self._new_state(np.zeros((0, 2), np.float32))
+        self.on_state = None  # called with each new state (set by AudioCore.set_player)
 
     def _new_state(self, audio: np.ndarray) -> PlayerState:
         ctrl = np.zeros(CTRL_SIZE)
@@ -258,7 +260,9 @@ class ReferencePlayer:
             state.ctrl[C_PLAY] = 1.0 if was_playing else 0.0
             self.path = Path(path)
             self.analysis = analysis
-            self.state = state  # the audio thread picks it up at its next block
+            self.state = state
+            if self.on_state is not None:  # the audio callback's table (AudioCore)
+                self.on_state(state)
         return self.info()
 
     # -- transport -----------------------------------------------------------------------

@@ -49,8 +49,6 @@ import numpy as np
 
 from studiod.controllers.hub import ControlHub
 from studiod.daemon.audio import (
-    METER_MASTER,
-    METER_MONITOR,
     AudioCore,
     DeviceError,
     JackDevice,
@@ -67,6 +65,7 @@ from studiod.daemon.config import (
     load_config,
 )
 from studiod.daemon.notify import Notifier
+from studiod.daemon.rtstate import METER_MASTER, METER_MONITOR
 from studiod.daemon.state import StateError, StateKeeper, StateStore
 from studiod.dsp.engine import Engine, QueueFull
 from studiod.dsp.registry import ParamError
@@ -86,22 +85,22 @@ PRIME_S = 0.5  # parameter smoothing (20 ms one-pole to 1e-6) settles well withi
 DeviceFactory = Callable[..., object]
 
 
-def default_device_factory(audio, in_channels: int, out_channels: int, callback):
-    """A :class:`PortAudioDevice`, :class:`JackDevice` or :class:`VirtualDevice`, by
-    ``audio.backend``."""
+def default_device_factory(audio, core: AudioCore):
+    """A :class:`PortAudioDevice`, :class:`JackDevice` or :class:`VirtualDevice` for
+    ``core`` (its device channels ``dev_in``/``dev_out``), by ``audio.backend``."""
     if audio.backend == "virtual":
         return VirtualDevice(
-            callback,
+            core.callback,
             audio.samplerate,
             audio.block_frames,
-            in_channels,
-            out_channels,
+            core.dev_in,
+            core.dev_out,
             realtime=True,
             priority=audio.realtime_priority,
         )
     if audio.backend == "jack":
-        return JackDevice(audio, in_channels, out_channels, callback)
-    return PortAudioDevice(audio, in_channels, out_channels, callback)
+        return JackDevice(audio, core.dev_in, core.dev_out, core)
+    return PortAudioDevice(audio, core.dev_in, core.dev_out, core.callback)
 
 
 def prime(engine: Engine, seconds: float = PRIME_S) -> None:
@@ -719,7 +718,7 @@ class Daemon:
     def _open_device(self, first: bool = False) -> bool:
         cfg, core = self.config, self.core
         try:
-            device = self.device_factory(cfg.audio, core.dev_in, core.dev_out, core.callback)
+            device = self.device_factory(cfg.audio, core)
             device.start()
         except (DeviceError, OSError) as exc:
             now = time.monotonic()

@@ -81,11 +81,11 @@ class Rig:
         self.devices: list[VirtualDevice] = []
         self.broken = False
 
-    def __call__(self, audio, in_channels, out_channels, callback):
+    def __call__(self, audio, core):
         if self.broken:
             raise DeviceError("no such device (unplugged)")
         device = VirtualDevice(
-            callback, audio.samplerate, audio.block_frames, in_channels, out_channels,
+            core.callback, audio.samplerate, audio.block_frames, core.dev_in, core.dev_out,
             source=self.source, tap_frames=FS,
         )  # fmt: skip
         self.devices.append(device)

@@ -33,21 +33,55 @@ def _wait(predicate, timeout: float, what: str, step: float = 0.05):
     raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+# jackd's own account of a late cycle (jack2 JackEngine::CheckXRun, JackTimedDriver)
+_LATE = re.compile(
+    r"JackEngine::XRun: client = (?P<client>\S+) was not finished, state = (?P<state>\w+)"
+    r"|JackEngine::XRun: client (?P<finished>\S+) finished after current callback"
+    r"|(?P<driver>JackTimedDriver)::Process XRun"
+)
+
+
 class JackServer:
-    """``jackd -d dummy -r 48000 -p PERIOD`` with 8 capture and 8 playback ports."""
+    """``jackd -d dummy -r 48000 -p PERIOD`` with 8 capture and 8 playback ports. Its
+    messages are kept with their arrival time (see :meth:`late_clients`)."""
 
     def __init__(self, period: int = 128):
         self.name = f"studiod-e2e-{uuid.uuid4().hex[:8]}"
         self.period = period
         self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
         self.proc: subprocess.Popen | None = None
+        self.messages: list[tuple[float, str]] = []
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             ["jackd", "-d", "dummy", "-r", str(FS), "-p", str(self.period), "-C", "8", "-P", "8"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+        threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True).start()
         _wait(lambda: self.run("jack_lsp").returncode == 0, 10.0, "jackd to start")
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.messages.append((time.monotonic(), line.rstrip()))
+
+    def late_clients(self, since: float) -> list[tuple[float, str, str]]:
+        """(time, client, state) of every late cycle jackd logged since the monotonic time
+        ``since`` (an xrun it then reports to every client). state "Triggered": the client's
+        thread never started the cycle (the OS did not run it); "Running": it started and
+        did not finish; "Finished": it finished after the deadline. The dummy driver's own
+        late wake-ups come as client "(driver)"."""
+        found = []
+        for t, line in list(self.messages):
+            match = _LATE.search(line)
+            if t < since or not match:
+                continue
+            if match["driver"]:
+                found.append((t, "(driver)", "late"))
+            elif match["finished"]:
+                found.append((t, match["finished"], "Finished"))
+            else:
+                found.append((t, match["client"], match["state"]))
+        return found
 
     def kill(self) -> None:
         """SIGKILL, as a crashing server would go."""
@@ -152,45 +186,6 @@ class DaemonProcess:
     def close(self) -> None:
         self.stop()
         self.sock.close()
-
-
-class DeadlineProbe:
-    """What the machine itself can do: a thread (SCHED_FIFO when allowed, like JACK's) that
-    sleeps to deadlines one period apart and counts the wake-ups later than a period. When
-    it misses deadlines, so does any audio client, whatever its code does."""
-
-    def __init__(self, period_s: float, priority: int = 70):
-        self.period_ns = int(period_s * 1e9)
-        self.priority = priority
-        self.misses = 0
-        self.worst_ns = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
-        except (OSError, AttributeError):
-            pass
-        due = time.perf_counter_ns() + self.period_ns
-        while not self._stop.is_set():
-            now = time.perf_counter_ns()
-            if due > now:
-                time.sleep((due - now) * 1e-9)
-            late = time.perf_counter_ns() - due
-            self.worst_ns = max(self.worst_ns, late)
-            if late > self.period_ns:
-                self.misses += 1
-                due = time.perf_counter_ns()
-            due += self.period_ns
 
 
 class Peer:

@@ -1,0 +1,344 @@
+"""The audio callback in compiled code: it runs without the GIL from start to end.
+
+:func:`core_block` is the whole callback: device input -> engine(s) -> device output and
+meters. It finds every array through a table of addresses (:mod:`studiod.daemon.native`),
+so the same compiled code serves two callers:
+
+* :func:`jack_process`, compiled as a C function (``numba.cfunc``) that JACK's process
+  thread calls directly: no Python, no GIL, whatever the control threads do;
+* :meth:`studiod.daemon.audio.AudioCore.callback` for Python-driven devices (PortAudio via
+  sounddevice, the virtual device), which holds the GIL only to enter.
+
+Table (int64): a header (``H_*``), the two meters, then the records the control side swaps:
+three engine slots (the one heard, one fading out, one being prepared), two of each of the
+shared block, the reference player and the loudness log's tap. The control side writes a
+record nobody reads, then publishes its index in ``ctl`` (see ``CTL_*``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import carray, types
+
+from studiod.daemon._unpack import (
+    METER_WIDTH,
+    PLAYER_WIDTH,
+    SHARED_WIDTH,
+    SLOT_WIDTH,
+    TAP_WIDTH,
+    unpack_meter,
+    unpack_player,
+    unpack_shared,
+    unpack_slot,
+    unpack_tap,
+)
+from studiod.daemon.loudlog import tap_process
+from studiod.daemon.native import address, call_get_buffer, clock_ns
+from studiod.daemon.reference import player_fill
+from studiod.daemon.rtstate import (
+    METER_INTERVAL_DONE,
+    METER_INTERVAL_REQ,
+    METER_MASTER,
+    METER_MONITOR,
+    METER_RESET_MASTER,
+    METER_RESET_MONITOR,
+    SRC_ACTIVE,
+    SRC_READ,
+    SRC_UNDERRUNS,
+    SRC_WRITTEN,
+)
+from studiod.dsp import loudness as ld
+from studiod.dsp._jit import FASTMATH, fence, kernel
+from studiod.dsp.engine import process_block
+
+TIMES_RING = 8192  # callback durations kept for the control thread (~11 s at 64 frames)
+
+# table header
+H_CTL = 0  # address of ctl, int64[CTL_SIZE]
+H_TIMES = 1  # address of the callback-duration ring, int64[TIMES_RING] (ns)
+H_CLOCK = 2  # address of clock_gettime (0: durations are not measured)
+H_CLOCK_ID = 3  # its clock (CLOCK_MONOTONIC)
+H_MAX_FRAMES = 4  # the engines' block limit: a longer device block is cut
+HEADER = 8
+# regions
+METERS = HEADER  # master, monitor
+SLOTS = METERS + 2 * METER_WIDTH
+N_SLOTS = 3
+SHAREDS = SLOTS + N_SLOTS * SLOT_WIDTH
+PLAYERS = SHAREDS + 2 * SHARED_WIDTH
+TAPS = PLAYERS + 2 * PLAYER_WIDTH
+TABLE_SIZE = TAPS + 2 * TAP_WIDTH
+
+# ctl: record indices (control writes), -1 where there is none
+CTL_ENGINES = 0  # engines(heard, fading out): both change in one store
+CTL_SHARED = 1
+CTL_PLAYER = 2
+CTL_TAP = 3
+# ctl: written by the audio thread
+CTL_IN_BLOCK = 4  # 1 while a block runs
+CTL_CALLBACKS = 5  # blocks completed
+CTL_XRUNS = 6  # blocks that came with an xrun flag
+# ctl: xruns a device reports from another thread (JACK's xrun callback)
+CTL_XRUN_REQ = 7
+CTL_XRUN_ACK = 8
+CTL_SIZE = 9
+
+
+def engines(heard: int, fading: int = -1) -> int:
+    """The CTL_ENGINES word for slot ``heard`` crossfading from slot ``fading`` (-1: none).
+    The audio thread sets it to ``engines(heard)`` when the crossfade is over."""
+    return heard + N_SLOTS * (fading + 1)
+
+
+# ----------------------------------------------------------------------------------------
+# the parts of a block
+
+
+@kernel
+def _io_in(indata, io, sh, player, advance):
+    """Engine inputs for one block from the device input, the loop and the monitor-source
+    ring, and the reference player (``player``: a reference.PlayerState or None).
+    ``advance``: consume the loop and the ring (False for an engine fading out, which hears
+    the same block)."""
+    n = indata.shape[0]
+    n_dev = indata.shape[1]
+    eng = io.eng_in
+    for c in range(eng.shape[1]):
+        col = io.in_map[c]
+        if 0 <= col < n_dev:
+            for i in range(n):
+                eng[i, c] = indata[i, col]
+        else:
+            for i in range(n):
+                eng[i, c] = 0.0
+    if sh.loop_ctl[0] != 0:
+        loop = sh.loop
+        length = loop.shape[0]
+        cols = min(loop.shape[1], eng.shape[1])
+        pos = sh.loop_ctl[1]
+        for i in range(n):
+            for c in range(cols):
+                eng[i, c] = loop[pos, c]
+            pos += 1
+            if pos >= length:
+                pos = 0
+        if advance:
+            sh.loop_ctl[1] = pos
+    if sh.src_ctl[SRC_ACTIVE] != 0 and io.ext[0] >= 0:
+        ring = sh.src
+        size = ring.shape[0]
+        read = sh.src_ctl[SRC_READ]
+        written = sh.src_ctl[SRC_WRITTEN]
+        fence()  # the frames before ``written`` were stored before it was published
+        take = min(written - read, n)
+        for i in range(n):
+            if i < take:
+                row = (read + i) % size
+                eng[i, io.ext[0]] = ring[row, 0]
+                eng[i, io.ext[1]] = ring[row, 1]
+            else:
+                eng[i, io.ext[0]] = 0.0
+                eng[i, io.ext[1]] = 0.0
+        if advance:
+            fence()  # the frames are read before their rows are handed back
+            sh.src_ctl[SRC_READ] = read + take
+            sh.src_ctl[SRC_UNDERRUNS] += n - take
+    if player is not None:
+        if io.ext[0] >= 0:
+            player_fill(eng, n, io.ext, player)
+
+
+@kernel
+def _map_out(eng, out_map, n, dest):
+    dest[:n] = 0.0
+    n_dev = dest.shape[1]
+    for c in range(out_map.shape[0]):
+        col = out_map[c]
+        if 0 <= col < n_dev:
+            for i in range(n):
+                dest[i, col] += eng[i, c]
+
+
+@kernel
+def _meter_interval(sh, k, state):
+    for lane in range(2):
+        sh.tp_last[k, lane] = state.tp_peak[lane]
+        sh.sp_last[k, lane] = state.sample_peak[lane]
+        sh.tp_max[k, lane] = max(sh.tp_max[k, lane], state.tp_peak[lane])
+        state.tp_peak[lane] = 0.0
+        state.sample_peak[lane] = 0.0
+
+
+@kernel
+def _meter_reset(sh, k, s):
+    ld.loudness_reset(
+        s.kcoefs, s.kstate, s.scratch, s.weights, s.config, s.counters, s.sub_acc, s.ring,
+        s.hist_fine, s.hist_coarse, s.tp_coefs, s.tp_history, s.tp_peak, s.sample_peak, s.meters,
+    )  # fmt: skip
+    for lane in range(2):
+        sh.tp_max[k, lane] = 0.0
+
+
+@kernel
+def _io_out(outdata, io, old, sh, m_master, m_monitor, tap):
+    """Device output for one block (output map, crossfade from ``old`` after a swap) and
+    the meters. ``old`` is ``io`` itself when no crossfade runs; ``tap``: the loudness
+    log's loudlog.TapState, or None."""
+    n = outdata.shape[0]
+    _map_out(io.eng_out, io.out_map, n, outdata)
+    pos = sh.fade[0]
+    length = sh.fade[1]
+    if pos < length:
+        _map_out(old.eng_out, old.out_map, n, sh.xfade)
+        for i in range(n):
+            g = min(1.0, max(0.0, (pos + i) / length))
+            for col in range(outdata.shape[1]):
+                outdata[i, col] = g * outdata[i, col] + (1.0 - g) * sh.xfade[i, col]
+        sh.fade[0] = pos + n
+    # meters: requests from the control thread first
+    if sh.meter_ctl[METER_RESET_MASTER] != 0:
+        _meter_reset(sh, METER_MASTER, m_master)
+        sh.meter_ctl[METER_RESET_MASTER] = 0
+    if sh.meter_ctl[METER_RESET_MONITOR] != 0:
+        _meter_reset(sh, METER_MONITOR, m_monitor)
+        sh.meter_ctl[METER_RESET_MONITOR] = 0
+    ld.loudness_process_state(io.master[:n], m_master)
+    c0 = sh.mon_cols[0]
+    c1 = sh.mon_cols[1]
+    if 0 <= c0 < io.eng_out.shape[1] and 0 <= c1 < io.eng_out.shape[1]:
+        buf = sh.mon_buf[:n]
+        for i in range(n):
+            buf[i, 0] = io.eng_out[i, c0]
+            buf[i, 1] = io.eng_out[i, c1]
+        ld.loudness_process_state(buf, m_monitor)
+    if sh.meter_ctl[METER_INTERVAL_REQ] != sh.meter_ctl[METER_INTERVAL_DONE]:
+        _meter_interval(sh, METER_MASTER, m_master)
+        _meter_interval(sh, METER_MONITOR, m_monitor)
+        sh.meter_ctl[METER_INTERVAL_DONE] = sh.meter_ctl[METER_INTERVAL_REQ]
+    if tap is not None:
+        tap_process(io.master, io.eng_out[:n], n, tap)
+
+
+# ----------------------------------------------------------------------------------------
+
+
+@kernel
+def _engine_pass(indata, slot, sh, tab, player_k, advance):
+    """Device input -> one engine's outputs (``slot.io.eng_out``)."""
+    io = slot.io
+    n = indata.shape[0]
+    if player_k >= 0:
+        _io_in(indata, io, sh, unpack_player(tab, PLAYERS + player_k * PLAYER_WIDTH), advance)
+    else:
+        _io_in(indata, io, sh, None, advance)
+    process_block(slot.state, slot.lp_head, slot.lp_spectra, slot.lp_ctl, io.eng_in[:n],
+                  io.eng_out[:n], slot.q_idx, slot.q_val, slot.q_ctl)  # fmt: skip
+
+
+@kernel
+def core_block(tab, indata, outdata, frames, flagged):
+    """One device block: ``indata`` float32[frames, dev_in] -> ``outdata`` float32[frames,
+    dev_out], through the engine records that ``tab`` (int64) points at. ``flagged``: the
+    device reported an xrun with this block."""
+    ctl = carray(address(tab[H_CTL]), (CTL_SIZE,), np.int64)
+    t0 = clock_ns(tab[H_CLOCK], tab[H_CLOCK_ID])
+    ctl[CTL_IN_BLOCK] = 1
+    fence()  # the control side sees IN_BLOCK before this block reads the record indices
+    req = ctl[CTL_XRUN_REQ]
+    if flagged or req != ctl[CTL_XRUN_ACK]:
+        ctl[CTL_XRUNS] += 1
+        ctl[CTL_XRUN_ACK] = req
+    word = ctl[CTL_ENGINES]
+    slot_k = word % N_SLOTS
+    old_k = word // N_SLOTS - 1
+    slot = unpack_slot(tab, SLOTS + slot_k * SLOT_WIDTH)
+    player_k = ctl[CTL_PLAYER]
+    tap_k = ctl[CTL_TAP]
+    sh = unpack_shared(tab, SHAREDS + ctl[CTL_SHARED] * SHARED_WIDTH)
+    m_master = unpack_meter(tab, METERS)
+    m_monitor = unpack_meter(tab, METERS + METER_WIDTH)
+    step = tab[H_MAX_FRAMES]
+    for start in range(0, frames, step):
+        stop = min(frames, start + step)
+        ind = indata[start:stop]
+        outd = outdata[start:stop]
+        other = slot.io
+        if old_k >= 0:
+            old = unpack_slot(tab, SLOTS + old_k * SLOT_WIDTH)
+            _engine_pass(ind, old, sh, tab, -1, False)  # the same input, not consumed twice
+            other = old.io
+        _engine_pass(ind, slot, sh, tab, player_k, True)
+        if tap_k >= 0:
+            tap = unpack_tap(tab, TAPS + tap_k * TAP_WIDTH)
+            _io_out(outd, slot.io, other, sh, m_master, m_monitor, tap)
+        else:
+            _io_out(outd, slot.io, other, sh, m_master, m_monitor, None)
+    if old_k >= 0 and sh.fade[0] >= sh.fade[1]:
+        ctl[CTL_ENGINES] = slot_k
+    times = carray(address(tab[H_TIMES]), (TIMES_RING,), np.int64)
+    count = ctl[CTL_CALLBACKS]
+    times[count % TIMES_RING] = clock_ns(tab[H_CLOCK], tab[H_CLOCK_ID]) - t0
+    fence()  # everything above happened before the control side sees the block end
+    ctl[CTL_CALLBACKS] = count + 1
+    ctl[CTL_IN_BLOCK] = 0
+
+
+# ----------------------------------------------------------------------------------------
+# JACK's process callback
+
+# the device table (int64) behind jack_process's argument
+J_CORE = 0  # address of the core table
+J_CORE_SIZE = 1
+J_GET_BUFFER = 2  # address of jack_port_get_buffer
+J_IN = 3  # address of float32[J_CAPACITY frames, n_in]
+J_OUT = 4  # address of float32[J_CAPACITY frames, n_out]
+J_CAPACITY = 5  # frames those hold (JACK's largest period)
+J_N_IN = 6
+J_N_OUT = 7
+J_PORTS = 8  # the port handles: n_in inputs, then n_out outputs
+
+
+def jack_process(nframes, arg):
+    """``JackProcessCallback``: the ports' buffers through :func:`core_block` (``arg``: the
+    device table, ``J_*``)."""
+    head = carray(arg, (J_PORTS,), np.int64)
+    n_in = head[J_N_IN]
+    n_out = head[J_N_OUT]
+    jt = carray(arg, (J_PORTS + n_in + n_out,), np.int64)
+    get_buffer = jt[J_GET_BUFFER]
+    n = np.int64(nframes)
+    if n > jt[J_CAPACITY]:  # beyond any JACK period: silence rather than an overrun
+        for c in range(n_out):
+            buf = carray(call_get_buffer(get_buffer, jt[J_PORTS + n_in + c], nframes), (n,),
+                         np.float32)  # fmt: skip
+            buf[:] = 0.0
+        return 0
+    indata = carray(address(jt[J_IN]), (n, n_in), np.float32)
+    outdata = carray(address(jt[J_OUT]), (n, n_out), np.float32)
+    for c in range(n_in):
+        buf = carray(call_get_buffer(get_buffer, jt[J_PORTS + c], nframes), (n,), np.float32)
+        for i in range(n):
+            indata[i, c] = buf[i]
+    core = carray(address(jt[J_CORE]), (jt[J_CORE_SIZE],), np.int64)
+    core_block(core, indata, outdata, n, False)
+    for c in range(n_out):
+        buf = carray(call_get_buffer(get_buffer, jt[J_PORTS + n_in + c], nframes), (n,),
+                     np.float32)  # fmt: skip
+        for i in range(n):
+            buf[i] = outdata[i, c]
+    return 0
+
+
+_compiled_jack_process = None
+
+
+def jack_process_address() -> int:
+    """The address of :func:`jack_process` compiled as a C function (compiled, or loaded
+    from numba's cache, on first use)."""
+    global _compiled_jack_process
+    if _compiled_jack_process is None:
+        sig = types.int32(types.uint32, types.voidptr)
+        compile_ = numba.cfunc(sig, nopython=True, cache=True, fastmath=FASTMATH)
+        _compiled_jack_process = compile_(jack_process)
+    return _compiled_jack_process.address

@@ -1,0 +1,92 @@
+"""The compiled JACK process callback in this process: it keeps time while Python cannot
+run at all, and it carries the signal."""
+
+import ctypes
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from studiod.daemon.audio import AudioCore, JackDevice
+from studiod.daemon.config import AudioConfig
+from studiod.dsp.engine import Engine
+from studiod.dsp.session import ChannelSpec, MonitorSystemSpec, Session
+from tests.e2e.conftest import FS
+
+pytestmark = pytest.mark.e2e
+
+PERIOD = 128
+
+
+@pytest.fixture
+def native(jack_server, monkeypatch):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server.name)
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    session = Session(samplerate=FS, channels=(ChannelSpec("tone", (1,)),),
+                      systems=(MonitorSystemSpec("studio", (1, 2)),))  # fmt: skip
+    engine = Engine(session)
+    audio = AudioConfig(backend="jack", client_name="native", block_frames=PERIOD,
+                        autoconnect=False)  # fmt: skip
+    core = AudioCore(engine, audio, 1, 2)
+    core.warm_up()
+    device = JackDevice(audio, 1, 2, core)
+    device.start()
+    deadline = time.monotonic() + 5.0
+    while core.callbacks < 50:
+        assert time.monotonic() < deadline, "no JACK callbacks"
+        time.sleep(0.01)
+    yield core, device
+    device.close()
+
+
+def test_callback_keeps_time_while_the_gil_is_held(native, jack_server):
+    core, _ = native
+    start = time.monotonic()
+    before = core.callbacks
+    # usleep through ctypes.PyDLL keeps the GIL: no Python thread runs for a second
+    ctypes.PyDLL(None).usleep(1_000_000)
+    blocks = core.callbacks - before
+    elapsed_s = time.monotonic() - start
+    assert blocks >= 0.95 * elapsed_s * FS / PERIOD
+    # "Running": the callback had started and not finished (what waiting for the GIL gives)
+    late = [(t, state) for t, client, state in jack_server.late_clients(start)
+            if client == "native" and state != "Triggered"]  # fmt: skip
+    assert not late, late
+
+
+def test_signal_and_fader_while_the_gil_is_held(native, jack_server, tmp_path):
+    """jack_simple_client's sine into the daemon's input; jack_rec (both C clients) records
+    the sine and the daemon's output 1 while this process holds the GIL: the output is the
+    input at the fader's -12 dB and the pan law's -3.01 dB in every 50 ms of the take."""
+    import soundfile
+
+    core, _ = native
+    core.engine.set("/ch/1/fader", -12.0)
+    tone = subprocess.Popen(["jack_simple_client", "tone"], env=jack_server.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    path = tmp_path / "take.wav"
+    try:
+        deadline = time.monotonic() + 10.0
+        while "tone:output1" not in jack_server.ports():
+            assert time.monotonic() < deadline, "jack_simple_client did not start"
+            time.sleep(0.05)
+        jack_server.connect("tone:output1", "native:in_1")
+        time.sleep(0.2)  # the fader ramp and the engine's latency
+        rec = subprocess.Popen(["jack_rec", "-f", str(path), "-d", "1.5", "tone:output1",
+                                "native:out_1"], env=jack_server.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(0.3)
+        ctypes.PyDLL(None).usleep(1_000_000)  # the GIL held through most of the take
+        assert rec.wait(timeout=20) == 0
+    finally:
+        tone.terminate()
+        tone.wait(timeout=10)
+    take, rate = soundfile.read(path, dtype="float64")
+    assert rate == FS and len(take) >= FS
+    chunk = FS // 20
+    ratios_db = []
+    for start in range(FS // 10, len(take) - chunk, chunk):  # past jack_rec's start-up
+        x, y = take[start : start + chunk].T
+        ratios_db.append(20 * np.log10(np.sqrt(np.mean(y**2)) / np.sqrt(np.mean(x**2))))
+    assert np.allclose(ratios_db, -12.0 - 3.0103, atol=0.1), ratios_db
