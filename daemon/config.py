@@ -220,7 +220,7 @@ def control_surfaces(config: Config) -> ControlSurfaces:
         mdns = DiscoveryConfig.from_mapping(table)
     except (TypeError, ValueError) as exc:
         raise ConfigError(_controller_error(where, "mdns", exc)) from None
-    midi = _midi(thaw(config.midi), config.path, config.audio.backend, where)
+    midi = _midi(thaw(config.midi), config.path, where)
     return ControlSurfaces(
         osc=osc if osc_on else None,
         mdns=mdns if mdns.enabled and osc_on else None,
@@ -245,23 +245,11 @@ def _controller_error(where: str, section: str, exc: Exception) -> str:
     return f"{where}: [{section}] {text}"
 
 
-def _midi(table: dict, path: Path | None, backend: str, where: str) -> dict | None:
+def _midi(table: dict, path: Path | None, where: str) -> dict | None:
     _check_keys(table, MIDI_KEYS, where, "midi")
     if not _enabled(table, where, "midi"):
         return None
-    api = _str(table, "api", where, "midi", None, MIDI_APIS)
-    if backend == "jack":
-        # python-rtmidi holds the GIL inside libjack calls (client activation, port
-        # registration) that wait for the JACK server, and the server waits for a cycle of
-        # our own JACK audio client, whose process callback (ctypes) needs the GIL: the
-        # daemon and the whole JACK graph hang (seen with jackd 1.9.21). Controllers are
-        # ALSA sequencer ports anyway (a2jmidid bridges JACK-only ones).
-        if api == "jack":
-            raise ConfigError(
-                f'{where}: [midi] api: "jack" cannot run next to [audio] backend = "jack" '
-                '(python-rtmidi would deadlock the JACK server); use "alsa"'
-            )
-        table["api"] = "alsa"  # rtmidi's default may pick JACK when ALSA has no ports
+    _str(table, "api", where, "midi", None, MIDI_APIS)
     raw = _str(table, "profile_dir", where, "midi", None)
     if raw is not None:
         folder = Path(os.path.expanduser(raw))

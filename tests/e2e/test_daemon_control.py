@@ -186,6 +186,12 @@ class JackNano:
             m.delete()
 
 
+def connected(server: JackServer, port: str) -> bool:
+    """Whether JACK lists a connection of ``port``."""
+    lines = server.run("jack_lsp", "-c", port).stdout.splitlines()
+    return any(line.startswith((" ", "\t")) for line in lines)
+
+
 def wait_until(condition, timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while not condition():
@@ -326,8 +332,8 @@ def test_demo_has_osc_oscquery_and_mdns_on_loopback(tmp_path):
 
 MIDI_CONFIG = """
 [audio]
-backend = "virtual"
-realtime_priority = 0
+backend = "jack"
+block_frames = 256
 [session]
 [[session.channel]]
 name = "tone"
@@ -350,9 +356,10 @@ poll_s = 0.25
 
 @netns
 def test_daemon_midi_reaches_the_hub_and_osc_subscribers(tmp_path):
-    """JACK MIDI in the daemon (here on the virtual audio device: see config.py on JACK
-    MIDI next to JACK audio): a nanoKONTROL2 on JACK MIDI mutes channel 1 and moves its
-    fader through the shipped profile, and an OSC subscriber hears of both."""
+    """JACK MIDI next to JACK audio in the daemon (python-rtmidi holds the GIL inside
+    libjack calls that wait for the server; the compiled process callback never needs it):
+    a nanoKONTROL2 on JACK MIDI mutes channel 1 and moves its fader through the shipped
+    profile, and an OSC subscriber hears of both."""
     assert inside()
     config = tmp_path / "studiod.toml"
     config.write_text(MIDI_CONFIG)
@@ -371,6 +378,9 @@ def test_daemon_midi_reaches_the_hub_and_osc_subscribers(tmp_path):
         assert floats(dump.wait_for("/ch/1/fader f", sent)) == [-12.0]
         nano = JackNano()
         wait_until(lambda: "connected on" in daemon.log(), 3.0, "the daemon's MIDI to connect")
+        # the daemon has asked for the connection; JACK makes it in a later cycle
+        wait_until(lambda: connected(server, "fakekorg:nanoKONTROL2 MIDI 1"), 3.0,
+                   "JACK to connect the nanoKONTROL2 port")  # fmt: skip
         # M1 toggles the mute; fader 1 is picked up as 95 -> 40 passes the -12 dB position
         sent = time.monotonic()
         nano.send([0xB0, 48, 127], [0xB0, 48, 0], [0xB0, 0, 95], [0xB0, 0, 40])
@@ -387,15 +397,3 @@ def test_daemon_midi_reaches_the_hub_and_osc_subscribers(tmp_path):
         if daemon is not None:
             daemon.close()
         server.stop()
-
-
-def test_jack_midi_next_to_jack_audio_is_refused(tmp_path):
-    from studiod.daemon.config import ConfigError, control_surfaces, load_config
-
-    path = tmp_path / "studiod.toml"
-    jack_audio = MIDI_CONFIG.replace('backend = "virtual"', 'backend = "jack"')
-    path.write_text(jack_audio)
-    with pytest.raises(ConfigError, match=r"\[midi\] api: .*deadlock"):
-        load_config(path)
-    path.write_text(jack_audio.replace('api = "jack"\n', ""))
-    assert control_surfaces(load_config(path)).midi["api"] == "alsa"
