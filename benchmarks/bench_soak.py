@@ -19,6 +19,7 @@ RSS.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import re
 import shutil
@@ -218,7 +219,7 @@ class Jack:
     """jackd (dummy driver) with its messages kept, and a C reference client in its graph."""
 
     LATE = re.compile(
-        r"JackEngine::XRun: client = (\S+) was not finished|"
+        r"JackEngine::XRun: client = (\S+) was not finished, state = (\w+)|"
         r"JackEngine::XRun: client (\S+) finished after current callback"
     )
 
@@ -243,15 +244,21 @@ class Jack:
         for line in self.server.stderr:
             self.messages.append((time.monotonic(), line))
 
-    def late(self, since: float) -> tuple[int, int, int]:
-        """Cycles since ``since`` in which jackd found studiod late, how many of those the
-        reference client was late in too (machine stalls), and the machine stalls."""
-        found = [(t, m[1] or m[2]) for t, line in list(self.messages) if t >= since
-                 for m in [self.LATE.search(line)] if m]  # fmt: skip
-        stalls = [t for t, client in found if client == "reference"]
-        ours = [t for t, client in found if client == "studiod"]
-        in_stalls = sum(1 for t in ours if any(abs(t - u) < 0.5e-3 for u in stalls))
-        return len(ours), in_stalls, len(stalls)
+    def late(self, since: float) -> tuple[dict[str, int], int, dict[str, int]]:
+        """Since ``since``: the cycles in which jackd found studiod late by its state
+        ("Triggered": its thread was never scheduled; "Running": it had not finished;
+        "Finished": it finished after the deadline), how many of those the reference client
+        was late in too (machine stalls), and the late cycles of every client."""
+        found = []
+        for t, line in list(self.messages):
+            m = self.LATE.search(line)
+            if t >= since and m:
+                found.append((t, m[1] or m[3], m[2] or "Finished"))
+        stalls = [t for t, client, _ in found if client == "reference"]
+        ours = [(t, state) for t, client, state in found if client == "studiod"]
+        in_stalls = sum(1 for t, _ in ours if any(abs(t - u) < 0.5e-3 for u in stalls))
+        by_state = dict(collections.Counter(state for _, state in ours))
+        return by_state, in_stalls, dict(collections.Counter(c for _, c, _ in found))
 
     def close(self) -> None:
         for proc in (self.reference, self.server):
@@ -286,6 +293,12 @@ def main() -> int:
                             realtime_priority=args.priority)  # fmt: skip
         if args.backend == "jack":
             jack = Jack(64)
+            mark = time.monotonic()
+            time.sleep(args.baseline_s)
+            _, _, alone = jack.late(mark)
+            print(f"baseline: the reference C client alone on jackd was late in "
+                  f"{alone.get('reference', 0)} cycles in {args.baseline_s:g} s (the machine "
+                  "itself)")  # fmt: skip
         osc_port = free_udp_port()
         session = soak_session()
         config = Config(
@@ -333,9 +346,10 @@ def main() -> int:
               f"callbacks longer than the period: {stats['overlong']}")  # fmt: skip
         blame = ""
         if jack is not None:
-            ours, in_stalls, stalls = jack.late(started)
-            blame = (f"; JACK found studiod late in {ours} cycles, {in_stalls} of them machine "
-                     f"stalls (the reference C client late too: {stalls} cycles)")  # fmt: skip
+            by_state, in_stalls, by_client = jack.late(started)
+            blame = (f"; JACK found studiod late in {sum(by_state.values())} cycles "
+                     f"{by_state or ''}, {in_stalls} of them with the reference C client late "
+                     f"too; late cycles by client: {by_client or 'none'}")  # fmt: skip
             print(blame[2:])
         print(f"callback: p50 {stats['p50_pct']:.1f} %, p99 {stats['p99_pct']:.1f} %, "
               f"p99.9 {stats['p999_pct']:.1f} %, max {stats['max_pct']:.1f} % of the "

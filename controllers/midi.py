@@ -145,6 +145,11 @@ class MidiParser:
 # --- backends -------------------------------------------------------------------------------
 InputCallback = Callable[[list[int], float], None]
 
+# JACK MIDI input is drained by a thread this often. With a callback, rtmidi would call into
+# Python from the JACK client's process thread, which then waits for the GIL: a busy control
+# thread makes that client late and JACK reports an xrun to the whole graph (the audio too).
+JACK_DRAIN_S = 0.001
+
 
 class RtMidiBackend:
     """Ports through python-rtmidi: ``api`` is "alsa", "jack" or None (the platform default).
@@ -161,6 +166,7 @@ class RtMidiBackend:
                 "jack": rtmidi.API_UNIX_JACK}  # fmt: skip
         self.api = apis[api] if not isinstance(api, int) else api
         self.client_name = client_name
+        self._drain: _Drain | None = None
         try:
             self._scan_in = rtmidi.MidiIn(self.api, name=f"{client_name}-scan")
             self._scan_out = rtmidi.MidiOut(self.api, name=f"{client_name}-scan")
@@ -186,11 +192,18 @@ class RtMidiBackend:
                 raise MidiPortError(f"input port {port_name!r} is gone")
             # SysEx is not used on input and active sensing / clock only cost CPU
             midi_in.ignore_types(sysex=True, timing=True, active_sense=True)
-            midi_in.set_callback(lambda event, _data: callback(event[0], time.monotonic()))
+            jack = midi_in.get_current_api() == rtmidi.API_UNIX_JACK
+            if not jack:  # ALSA: rtmidi's own input thread calls us
+                midi_in.set_callback(lambda event, _data: callback(event[0], time.monotonic()))
             midi_in.open_port(ports.index(port_name), name=label)
         except rtmidi.RtMidiError as exc:
             raise MidiPortError(f"cannot open input {port_name!r}: {exc}") from None
-        return _RtHandle(midi_in)
+        handle = _RtHandle(midi_in)
+        if jack:
+            if self._drain is None:
+                self._drain = _Drain()
+            self._drain.add(handle, callback)
+        return handle
 
     def open_output(self, port_name: str, label: str = "out"):
         rtmidi = self._rtmidi
@@ -206,6 +219,8 @@ class RtMidiBackend:
         return _RtHandle(midi_out)
 
     def close(self) -> None:
+        if self._drain is not None:
+            self._drain.stop()
         for m in (self._scan_in, self._scan_out):
             m.delete()
 
@@ -214,6 +229,21 @@ class _RtHandle:
     def __init__(self, midi):
         self._midi = midi
         self._lock = threading.Lock()
+
+    def pending(self) -> list[list[int]]:
+        """The messages rtmidi has queued (input opened without a callback)."""
+        messages = []
+        with self._lock:
+            while not self._midi.is_deleted:
+                event = self._midi.get_message()
+                if event is None:
+                    break
+                messages.append(event[0])
+        return messages
+
+    @property
+    def closed(self) -> bool:
+        return self._midi.is_deleted
 
     def send(self, data) -> None:
         with self._lock:
@@ -231,6 +261,37 @@ class _RtHandle:
                     pass
             self._midi.close_port()
             self._midi.delete()
+
+
+class _Drain:
+    """A thread that hands queued JACK MIDI input to its callbacks every ``JACK_DRAIN_S``."""
+
+    def __init__(self):
+        self._inputs: list[tuple[_RtHandle, InputCallback]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="studiod-midi-drain", daemon=True)
+        self._thread.start()
+
+    def add(self, handle: _RtHandle, callback: InputCallback) -> None:
+        with self._lock:
+            self._inputs.append((handle, callback))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(JACK_DRAIN_S):
+            with self._lock:
+                self._inputs = [(h, cb) for h, cb in self._inputs if not h.closed]
+                inputs = list(self._inputs)
+            for handle, callback in inputs:
+                for message in handle.pending():
+                    try:
+                        callback(message, time.monotonic())
+                    except Exception:  # one bad message must not stop the controller
+                        log.exception("midi: input callback failed")
 
 
 class MemoryBackend:
