@@ -2,8 +2,9 @@
 sustained 1000 messages/s absorbed while a paced 64-frame / 48 kHz audio thread runs.
 
 The controller is a JACK MIDI client (python-rtmidi virtual port playing a Mackie Control)
-on a private ``jackd -d dummy`` server, so the path is the real one: JACK → rtmidi callback
-(parse, translate, enqueue) → dispatcher → ControlHub.set → engine queue → the next block.
+on a private ``jackd -d dummy`` server, so the path is the real one: JACK → rtmidi's queue,
+drained every millisecond (parse, translate, enqueue) → dispatcher → ControlHub.set →
+engine queue → the next block.
 Without jackd it falls back to in-memory ports (and says so). Runs in about 20 s.
 
     python benchmarks/bench_midi.py [--seconds 5] [--rate 1000]

@@ -167,20 +167,33 @@ class RtMidiBackend:
         self.api = apis[api] if not isinstance(api, int) else api
         self.client_name = client_name
         self._drain: _Drain | None = None
+        self._scan_in = self._scan_out = self._jack_ports = None
         try:
-            self._scan_in = rtmidi.MidiIn(self.api, name=f"{client_name}-scan")
-            self._scan_out = rtmidi.MidiOut(self.api, name=f"{client_name}-scan")
-        except rtmidi.RtMidiError as exc:
+            if self.api == rtmidi.API_UNIX_JACK:
+                # rtmidi's clients are activated: each would be woken every JACK cycle
+                self._jack_ports = _JackPorts(f"{client_name}-scan")
+            else:
+                self._scan_in = rtmidi.MidiIn(self.api, name=f"{client_name}-scan")
+                self._scan_out = rtmidi.MidiOut(self.api, name=f"{client_name}-scan")
+        except (rtmidi.RtMidiError, OSError) as exc:
             raise MidiPortError(f"MIDI unavailable ({exc})") from None
 
     def is_own(self, port_name: str) -> bool:
         return port_name.lower().startswith(self.client_name.lower())
 
     def input_ports(self) -> list[str]:
-        return [p for p in self._scan_in.get_ports() if not self.is_own(p)]
+        if self._jack_ports is not None:
+            ports = self._jack_ports.list(sources=True)
+        else:
+            ports = self._scan_in.get_ports()
+        return [p for p in ports if not self.is_own(p)]
 
     def output_ports(self) -> list[str]:
-        return [p for p in self._scan_out.get_ports() if not self.is_own(p)]
+        if self._jack_ports is not None:
+            ports = self._jack_ports.list(sources=False)
+        else:
+            ports = self._scan_out.get_ports()
+        return [p for p in ports if not self.is_own(p)]
 
     def open_input(self, port_name: str, callback: InputCallback, label: str = "in"):
         rtmidi = self._rtmidi
@@ -221,8 +234,11 @@ class RtMidiBackend:
     def close(self) -> None:
         if self._drain is not None:
             self._drain.stop()
+        if self._jack_ports is not None:
+            self._jack_ports.close()
         for m in (self._scan_in, self._scan_out):
-            m.delete()
+            if m is not None:
+                m.delete()
 
 
 class _RtHandle:
@@ -261,6 +277,76 @@ class _RtHandle:
                     pass
             self._midi.close_port()
             self._midi.delete()
+
+
+class _JackPorts:
+    """JACK's MIDI ports, listed by a client that is opened but never activated (so JACK
+    never wakes it), as rtmidi names them: "client:port"."""
+
+    _NO_START_SERVER = 0x01  # jack/types.h JackOptions
+    _IS_INPUT, _IS_OUTPUT = 0x1, 0x2  # JackPortFlags
+    _MIDI_TYPE = b"8 bit raw midi"  # JACK_DEFAULT_MIDI_TYPE
+
+    def __init__(self, client_name: str):
+        import ctypes
+        import ctypes.util
+
+        self._ctypes = ctypes
+        lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
+        p, c = ctypes.c_void_p, ctypes.c_char_p
+        lib.jack_client_open.restype = p
+        lib.jack_client_open.argtypes = [c, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        lib.jack_client_close.argtypes = [p]
+        lib.jack_get_ports.restype = ctypes.POINTER(c)
+        lib.jack_get_ports.argtypes = [p, c, c, ctypes.c_ulong]
+        lib.jack_free.argtypes = [p]
+        shutdown = ctypes.CFUNCTYPE(None, ctypes.c_int, c, p)
+        lib.jack_on_info_shutdown.argtypes = [p, shutdown, p]
+        self._lib = lib
+        self._name = client_name.encode()
+        self._client = None
+        self._dead = False
+        # JACK's notification thread reports a server that went away
+        self._on_shutdown = shutdown(lambda code, reason, arg: setattr(self, "_dead", True))
+        self._lock = threading.Lock()
+        if not self._open():
+            raise OSError("no JACK server")
+
+    def _open(self) -> bool:
+        status = self._ctypes.c_int(0)
+        self._dead = False
+        self._client = self._lib.jack_client_open(
+            self._name, self._NO_START_SERVER, self._ctypes.byref(status)
+        )
+        if self._client:
+            self._lib.jack_on_info_shutdown(self._client, self._on_shutdown, None)
+        return bool(self._client)
+
+    def list(self, sources: bool) -> list[str]:
+        """Ports that send MIDI (``sources``: for our inputs) or receive it."""
+        with self._lock:
+            if self._dead and self._client:
+                self._lib.jack_client_close(self._client)
+                self._client = None
+            if not self._client and not self._open():
+                return []  # no server; asked again at the next scan
+            flags = self._IS_OUTPUT if sources else self._IS_INPUT
+            names = self._lib.jack_get_ports(self._client, None, self._MIDI_TYPE, flags)
+            if not names:
+                return []
+            found = []
+            k = 0
+            while names[k]:
+                found.append(names[k].decode(errors="replace"))
+                k += 1
+            self._lib.jack_free(self._ctypes.cast(names, self._ctypes.c_void_p))
+            return found
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client:
+                self._lib.jack_client_close(self._client)
+                self._client = None
 
 
 class _Drain:
