@@ -327,6 +327,9 @@ def main() -> int:
                                           args=(daemon.hub, args.rate, stop, counts))  # fmt: skip
             hub_thread.start()
         started = time.monotonic()
+        samples: list[float] = []  # RSS every 10 s: a leak shows as a slope
+        sampler = threading.Thread(target=sample_rss, args=(samples, stop, 10.0), daemon=True)
+        sampler.start()
         daemon.run(args.minutes * 60.0)
         out, _ = flood.communicate("", timeout=60)
         stop.set()
@@ -354,7 +357,8 @@ def main() -> int:
         print(f"callback: p50 {stats['p50_pct']:.1f} %, p99 {stats['p99_pct']:.1f} %, "
               f"p99.9 {stats['p999_pct']:.1f} %, max {stats['max_pct']:.1f} % of the "
               f"{stats['period_us']:.0f} µs period")  # fmt: skip
-        print(f"RSS: {rss:.0f} MB (peak {peak:.0f} MB)")
+        print(f"RSS: {rss:.0f} MB (peak {peak:.0f} MB); during the soak "
+              + " ".join(f"{mb:.0f}" for mb in samples))  # fmt: skip
         print(f"soak: {stats['xruns']} xruns in {elapsed:.0f} s{blame}, callback p99.9 "
               f"{stats['p999_pct']:.1f} % of the period, READY {ready_s:.2f} s, RSS {rss:.0f} MB"
               + (f", baseline {base} missed deadlines" if base is not None else ""))  # fmt: skip
@@ -363,6 +367,11 @@ def main() -> int:
         if jack is not None:
             jack.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sample_rss(samples: list, stop: threading.Event, every_s: float) -> None:
+    while not stop.wait(every_s):
+        samples.append(rss_mb()[0])
 
 
 def free_udp_port() -> int:
