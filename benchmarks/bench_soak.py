@@ -125,12 +125,14 @@ def ready_time(tmp: Path) -> float:
     return best
 
 
-def rss_mb() -> tuple[float, float]:
+def rss_mb() -> tuple[float, float, float]:
+    """This process's resident memory, its peak, and its private part (RssAnon: without
+    shared libraries' pages and JACK's shared-memory segment) in MB."""
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
         fields[key] = value.strip()
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM", "RssAnon"))
 
 
 ADDRESSES = (
@@ -337,7 +339,7 @@ def main() -> int:
             hub_thread.join()
         elapsed = time.monotonic() - started
         stats = daemon.stats()
-        rss, peak = rss_mb()
+        rss, peak, private = rss_mb()
         daemon.close()
         for line in out.split("\n"):
             if line.strip():
@@ -357,7 +359,7 @@ def main() -> int:
         print(f"callback: p50 {stats['p50_pct']:.1f} %, p99 {stats['p99_pct']:.1f} %, "
               f"p99.9 {stats['p999_pct']:.1f} %, max {stats['max_pct']:.1f} % of the "
               f"{stats['period_us']:.0f} µs period")  # fmt: skip
-        print(f"RSS: {rss:.0f} MB (peak {peak:.0f} MB); during the soak "
+        print(f"RSS: {rss:.0f} MB (peak {peak:.0f} MB, private {private:.0f} MB); during the soak "
               + " ".join(f"{mb:.0f}" for mb in samples))  # fmt: skip
         print(f"soak: {stats['xruns']} xruns in {elapsed:.0f} s{blame}, callback p99.9 "
               f"{stats['p999_pct']:.1f} % of the period, READY {ready_s:.2f} s, RSS {rss:.0f} MB"

@@ -64,7 +64,9 @@ def fence(typingctx):
 
 @kernel
 def publish(ctl, index, value):
-    """``ctl[index] = value``, ordered after every earlier store of the calling thread: the
-    control side's half of a single-producer single-consumer handshake."""
+    """``ctl[index] = value``, ordered after every earlier store of the calling thread and
+    before every later load: the control side's half of a lock-free handshake (the second
+    fence keeps a following read of the audio thread's flags from overtaking the store)."""
     fence()
     ctl[index] = value
+    fence()
