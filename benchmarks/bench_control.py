@@ -9,7 +9,7 @@ distinct value, and records when it sent each one (CLOCK_MONOTONIC is system-wid
 Reported:
 - latency from sending a message to the block in which the engine's target for that fader
   holds the new value (the gain starts moving in that block), p50/p99/max;
-- the smoothing that follows (engine.PARAM_SMOOTH_MS and GAIN_SMOOTH_MS): time from that
+- the smoothing that follows (engine.PARAM_SMOOTH_MS and GAIN_RAMP_MS): time from that
   block until the smoothed fader value is within 0.5 dB of the new target, for a 20 dB step;
 - per rate: messages sent, applied by the hub, refused, late blocks (a block finished more
   than one period after its deadline: what would be an xrun on a device), block cost.
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(period {period_ms:.3f} ms), paced in a thread")  # fmt: skip
         print(
             f"smoothing after the target changes: within 0.5 dB of a 20 dB step in "
-            f"{settle:.1f} ms (PARAM_SMOOTH_MS one-pole, then GAIN_SMOOTH_MS per sample)"
+            f"{settle:.1f} ms (PARAM_SMOOTH_MS one-pole, then the GAIN_RAMP_MS linear ramp)"
         )
         best_rate, p99_at_1000, baseline_late, late_at_1000 = 0.0, float("nan"), 0, 0
         for rate in rates:

@@ -25,7 +25,7 @@ import numpy as np
 from studiod.controllers.hub import ControlHub
 from studiod.controllers.mapping import load_profile, shipped_profile_paths
 from studiod.controllers.midi import MemoryBackend, MidiManager, RtMidiBackend
-from studiod.dsp.engine import GAIN_SMOOTH_MS, Engine
+from studiod.dsp.engine import GAIN_RAMP_MS, Engine
 from studiod.dsp.session import default_session
 
 FS = 48000
@@ -190,8 +190,8 @@ def main() -> None:
           f"p99 {np.percentile(hub_ms, 99):6.2f} ms   max {hub_ms.max():6.2f} ms")  # fmt: skip
     print(f"  message → engine target    p50 {np.median(ms):6.2f} ms   "
           f"p99 {np.percentile(ms, 99):6.2f} ms   max {ms.max():6.2f} ms "
-          f"(+ the gain ramp: {GAIN_SMOOTH_MS:g}"
-          " ms one-pole)")  # fmt: skip
+          f"(+ the gain ramp: {GAIN_RAMP_MS:g}"
+          " ms linear ramp)")  # fmt: skip
     print(f"  sustained {args.rate:.0f} msg/s for {elapsed:.1f} s: received {received}/{n}, "
           f"queue drops {dropped}, hub changes {applied} (bursts coalesced), final values "
           f"{'exact' if final_ok else 'WRONG'}")  # fmt: skip
