@@ -541,12 +541,16 @@ class Daemon:
         if worker is not None:
             worker.join(timeout=15.0)
         with self._mdns_lock:
-            discovery, self.discovery = self.discovery, None
-            if discovery is not None:
-                try:
-                    discovery.close()
-                except Exception:
-                    log.exception("mdns: close failed")
+            self._close_discovery()
+
+    def _close_discovery(self) -> None:
+        """Withdraw the mDNS records (under ``_mdns_lock``)."""
+        discovery, self.discovery = self.discovery, None
+        if discovery is not None:
+            try:
+                discovery.close()
+            except Exception:
+                log.exception("mdns: close failed")
 
     def _restart_mdns(self) -> None:
         """Re-advertise in the background: withdrawing the old records and probing the new
@@ -554,12 +558,7 @@ class Daemon:
 
         def work():
             with self._mdns_lock:
-                discovery, self.discovery = self.discovery, None
-                if discovery is not None:
-                    try:
-                        discovery.close()
-                    except Exception:
-                        log.exception("mdns: close failed")
+                self._close_discovery()
                 self._start_mdns()
 
         previous = self._mdns_worker
