@@ -6,12 +6,12 @@ active monitor system's outputs), the reference player and the loudness log's ta
 its arrays through a table of addresses that :class:`AudioCore` maintains, and touches no
 lock, file, socket or Python object.
 
-* :class:`JackDevice` hands JACK the compiled callback itself: JACK's process thread never
-  enters Python, so no control thread can delay it by holding the GIL (measured: the
-  callback runs on time while another thread holds the GIL for seconds).
-* :class:`PortAudioDevice` (sounddevice: ALSA, CoreAudio, WASAPI, JACK…) and
-  :class:`VirtualDevice` (a thread that paces blocks like a sound card with two periods of
-  buffering: the demo without hardware, and tests) call :meth:`AudioCore.callback`, which
+* :class:`JackDevice` and :class:`PortAudioDevice` (sounddevice: ALSA, CoreAudio, WASAPI,
+  JACK…) hand the compiled callback itself to libjack and PortAudio: their audio threads
+  never enter Python, so no control thread can delay them by holding the GIL (measured: the
+  callback runs on time while another thread holds the GIL for a second).
+* :class:`VirtualDevice` (a thread that paces blocks like a sound card with two periods of
+  buffering: the demo without hardware, and tests) calls :meth:`AudioCore.callback`, which
   holds the GIL only to enter the compiled code and releases it inside.
 """
 
@@ -176,8 +176,8 @@ class AudioCore:
     """The callback, the engine it runs, the meters and the timing statistics.
 
     The callback itself is compiled (:func:`studiod.daemon.rtcore.core_block`) and finds its
-    arrays through ``table``: JACK calls it natively (:class:`JackDevice`), other devices
-    through :meth:`callback`, which has sounddevice's signature. The control side changes
+    arrays through ``table``: JACK and PortAudio call it natively (:class:`JackDevice`,
+    :class:`PortAudioDevice`), the virtual device through :meth:`callback`. The control side changes
     what the callback reads by packing a new record into a region the callback does not
     read and publishing its index: :meth:`swap` (a new engine, crossfaded over
     ``CROSSFADE_MS``), :meth:`set_loop`, :meth:`set_player`, :meth:`set_tap`. Call those
@@ -193,7 +193,6 @@ class AudioCore:
         self.monitor_source = MonitorSource(self)
         self.player = None  # a reference.ReferencePlayer
         self.tap = None  # a loudlog.TapState
-        self.last_status = ""
         self._lock = threading.Lock()  # control threads only
         self._graveyard: list = []  # records of a block that never ended
 
@@ -232,8 +231,6 @@ class AudioCore:
     # -- the audio thread -------------------------------------------------------------
     def callback(self, indata, outdata, frames, time_info, status) -> None:
         """sounddevice's callback signature: one block through the compiled callback."""
-        if status:
-            self.last_status = str(status)
         rt.core_block(self.table, indata, outdata, frames, bool(status))
 
     def report_xrun(self) -> None:
@@ -637,8 +634,16 @@ def rescan(client_name: str | None = None) -> None:
             lib.PaJack_SetClientName(_jack_name_buffer)
         except (OSError, AttributeError):
             pass  # a PortAudio built without JACK
-    sd._terminate()
+    _terminate_portaudio(sd)
     sd._initialize()
+
+
+def _terminate_portaudio(sd) -> None:
+    """While PortAudio is initialised, its JACK host API is a client of any running JACK
+    server, and it cannot survive that server's death: Pa_Terminate then aborts the process
+    (PortAudio 19.6). So PortAudio is terminated whenever no stream needs it."""
+    while sd._initialized:
+        sd._terminate()
 
 
 def list_devices() -> list[dict]:
@@ -699,19 +704,25 @@ def find_device(
 
 
 class PortAudioDevice:
-    """A duplex sounddevice stream on the configured device, calling ``callback``."""
+    """A duplex PortAudio stream on the configured device (output only when there are no
+    inputs) whose callback is the compiled :func:`studiod.daemon.rtcore.pa_process` on
+    ``core``'s table, opened through sounddevice's stream class for C callbacks."""
 
-    def __init__(self, audio, in_channels: int, out_channels: int, callback):
+    def __init__(self, audio, in_channels: int, out_channels: int, core: AudioCore):
         self.audio = audio
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.callback = callback
+        self.core = core
         self.samplerate = audio.samplerate
         self.block_frames = audio.block_frames
         self.name = "?"
         self.error: str | None = None
         self._stream = None
         self._finished = False
+        table = self._table = np.zeros(rt.P_SIZE, dtype=np.int64)
+        table[rt.P_CORE] = core.table.ctypes.data
+        table[rt.P_CORE_SIZE] = len(core.table)
+        table[rt.P_N_IN], table[rt.P_N_OUT] = in_channels, out_channels
 
     def start(self) -> None:
         sd = _sounddevice()
@@ -723,33 +734,23 @@ class PortAudioDevice:
         self.name = f"{d['name']} ({d['hostapi']})"
         latency = self.audio.latency
         latency = latency if latency in ("low", "high") else float(latency)
+        duplex = self.in_channels > 0
         self._finished = False
-        common = dict(
-            samplerate=self.samplerate,
-            blocksize=self.block_frames,
-            dtype="float32",
-            latency=latency,
-            finished_callback=self._on_finished,
-            dither_off=True,
-        )
         try:
-            if self.in_channels:
-                stream = sd.Stream(
-                    device=(d["index"], d["index"]),
-                    channels=(self.in_channels, self.out_channels),
-                    callback=self.callback,
-                    **common,
-                )
-            else:  # output only (the demo plays its own programme)
-                silence = np.zeros((self.block_frames, 0), np.float32)
-
-                def output_only(outdata, frames, time_info, status):
-                    empty = silence if frames == len(silence) else np.zeros((frames, 0), np.float32)
-                    self.callback(empty, outdata, frames, time_info, status)
-
-                stream = sd.OutputStream(
-                    device=d["index"], channels=self.out_channels, callback=output_only, **common
-                )
+            stream = sd._StreamBase(
+                kind="duplex" if duplex else "output",
+                device=(d["index"], d["index"]) if duplex else d["index"],
+                channels=(self.in_channels, self.out_channels) if duplex else self.out_channels,
+                samplerate=self.samplerate,
+                blocksize=self.block_frames,
+                dtype="float32",  # interleaved: the callback's arrays are PortAudio's buffers
+                latency=latency,
+                callback=rt.c_callback_address(rt.pa_process),
+                userdata=sd._ffi.cast("void *", self._table.ctypes.data),
+                wrap_callback=None,
+                finished_callback=self._on_finished,
+                dither_off=True,
+            )
             stream.start()
         except sd.PortAudioError as exc:
             raise DeviceError(f"{self.name}: {exc}") from None
@@ -776,6 +777,7 @@ class PortAudioDevice:
             stream.close(ignore_errors=True)
         except Exception as exc:  # a vanished JACK server can make PortAudio complain
             log.debug("closing the stream: %s", exc)
+        _terminate_portaudio(_sounddevice())
 
 
 # ----------------------------------------------------------------------------------------
@@ -943,7 +945,8 @@ class JackDevice:
             return 0
 
         self._callbacks = (_JackShutdown(shutdown), _JackXrun(xrun))
-        lib.jack_set_process_callback(client, rt.jack_process_address(), table.ctypes.data)
+        lib.jack_set_process_callback(client, rt.c_callback_address(rt.jack_process),
+                                      table.ctypes.data)  # fmt: skip
         lib.jack_on_info_shutdown(client, self._callbacks[0], None)
         lib.jack_set_xrun_callback(client, self._callbacks[1], None)
         if lib.jack_activate(client) != 0:

@@ -2,12 +2,13 @@
 
 :func:`core_block` is the whole callback: device input -> engine(s) -> device output and
 meters. It finds every array through a table of addresses (:mod:`studiod.daemon.native`),
-so the same compiled code serves two callers:
+so the same compiled code serves three callers:
 
-* :func:`jack_process`, compiled as a C function (``numba.cfunc``) that JACK's process
-  thread calls directly: no Python, no GIL, whatever the control threads do;
-* :meth:`studiod.daemon.audio.AudioCore.callback` for Python-driven devices (PortAudio via
-  sounddevice, the virtual device), which holds the GIL only to enter.
+* :func:`jack_process` and :func:`pa_process`, compiled as C functions (``numba.cfunc``)
+  that JACK's process thread and PortAudio's callback thread call directly: no Python, no
+  GIL, whatever the control threads do;
+* :meth:`studiod.daemon.audio.AudioCore.callback` for the virtual device's Python thread,
+  which holds the GIL only to enter.
 
 Table (int64): a header (``H_*``), the two meters, then the records the control side swaps:
 three engine slots (the one heard, one fading out, one being prepared), two of each of the
@@ -16,6 +17,8 @@ record nobody reads, then publishes its index in ``ctl`` (see ``CTL_*``).
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import numba
 import numpy as np
@@ -330,15 +333,54 @@ def jack_process(nframes, arg):
     return 0
 
 
-_compiled_jack_process = None
+# ----------------------------------------------------------------------------------------
+# PortAudio's stream callback
+
+# the device table (int64) behind pa_process's user data
+P_CORE = 0  # address of the core table
+P_CORE_SIZE = 1
+P_N_IN = 2  # 0: an output-only stream, whose input pointer is NULL
+P_N_OUT = 3
+P_SIZE = 4
+
+# paInputUnderflow | paInputOverflow | paOutputUnderflow | paOutputOverflow (portaudio.h);
+# paPrimingOutput (0x10) is no xrun
+PA_XRUN_FLAGS = 0x0F
+PA_CONTINUE = 0
 
 
-def jack_process_address() -> int:
-    """The address of :func:`jack_process` compiled as a C function (compiled, or loaded
-    from numba's cache, on first use)."""
-    global _compiled_jack_process
-    if _compiled_jack_process is None:
-        sig = types.int32(types.uint32, types.voidptr)
-        compile_ = numba.cfunc(sig, nopython=True, cache=True, fastmath=FASTMATH)
-        _compiled_jack_process = compile_(jack_process)
-    return _compiled_jack_process.address
+def pa_process(input_, output, frames, time_info, status_flags, user_data):
+    """``PaStreamCallback`` on interleaved float32 buffers: PortAudio's buffers are the
+    callback's arrays, no copy (``user_data``: the device table, ``P_*``)."""
+    pt = carray(user_data, (P_SIZE,), np.int64)
+    n = np.int64(frames)
+    outdata = carray(output, (n, pt[P_N_OUT]), np.float32)
+    if pt[P_N_IN] > 0:
+        indata = carray(input_, (n, pt[P_N_IN]), np.float32)
+    else:
+        indata = carray(output, (n, 0), np.float32)  # no channels: never read
+    core = carray(address(pt[P_CORE]), (pt[P_CORE_SIZE],), np.int64)
+    core_block(core, indata, outdata, n, (status_flags & PA_XRUN_FLAGS) != 0)
+    return PA_CONTINUE
+
+
+# C's unsigned long: 64 bits on LP64 (Linux, macOS), 32 on Windows and 32-bit ARM
+_C_ULONG = types.uint64 if ctypes.sizeof(ctypes.c_ulong) == 8 else types.uint32
+_SIGNATURES = {
+    jack_process: types.int32(types.uint32, types.voidptr),
+    # (input, output, frameCount, timeInfo, statusFlags, userData)
+    pa_process: types.int32(
+        types.voidptr, types.voidptr, _C_ULONG, types.voidptr, _C_ULONG, types.voidptr
+    ),
+}
+_compiled: dict = {}
+
+
+def c_callback_address(function) -> int:
+    """The address of :func:`jack_process` or :func:`pa_process` compiled as a C function
+    (compiled, or loaded from numba's cache, on first use)."""
+    if function not in _compiled:
+        compile_ = numba.cfunc(_SIGNATURES[function], nopython=True, cache=True,
+                               fastmath=FASTMATH)  # fmt: skip
+        _compiled[function] = compile_(function)
+    return _compiled[function].address

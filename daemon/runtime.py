@@ -100,7 +100,7 @@ def default_device_factory(audio, core: AudioCore):
         )
     if audio.backend == "jack":
         return JackDevice(audio, core.dev_in, core.dev_out, core)
-    return PortAudioDevice(audio, core.dev_in, core.dev_out, core.callback)
+    return PortAudioDevice(audio, core.dev_in, core.dev_out, core)
 
 
 def prime(engine: Engine, seconds: float = PRIME_S) -> None:

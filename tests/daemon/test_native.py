@@ -1,5 +1,6 @@
 """The table that hands the audio callback's arrays to compiled code."""
 
+import ctypes
 import subprocess
 import sys
 
@@ -46,3 +47,53 @@ def test_table_regions_do_not_overlap():
     regions = [rtcore.HEADER, rtcore.METERS, rtcore.SLOTS, rtcore.SHAREDS, rtcore.PLAYERS,
                rtcore.TAPS, rtcore.TABLE_SIZE]  # fmt: skip
     assert regions == sorted(regions) and regions[0] >= rtcore.H_MAX_FRAMES + 1
+
+
+def _core(n_in: int):
+    from studiod.daemon.audio import AudioCore
+    from studiod.daemon.config import AudioConfig
+    from studiod.dsp.engine import Engine
+    from studiod.dsp.session import ChannelSpec, MonitorSystemSpec, Session
+
+    session = Session(samplerate=48000, channels=(ChannelSpec("tone", (1,)),),
+                      systems=(MonitorSystemSpec("studio", (1, 2)),))  # fmt: skip
+    return AudioCore(Engine(session), AudioConfig(block_frames=64), n_in, 2)
+
+
+def test_portaudio_callback_abi():
+    """pa_process called as PortAudio calls it (portaudio.h PaStreamCallback, interleaved
+    float32): the same output as the Python entry, xruns counted from the under/overflow
+    flags only, and an output-only stream's NULL input."""
+    pa_callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
+                                   ctypes.c_void_p)  # fmt: skip
+    call = pa_callback(rtcore.c_callback_address(rtcore.pa_process))
+    frames = 64
+    t = np.arange(4 * frames) / 48000
+    tone = (0.25 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[:, None]
+    native, python = _core(1), _core(1)
+    table = np.zeros(rtcore.P_SIZE, dtype=np.int64)
+    table[[rtcore.P_CORE, rtcore.P_CORE_SIZE, rtcore.P_N_IN, rtcore.P_N_OUT]] = (
+        native.table.ctypes.data, len(native.table), 1, 2)  # fmt: skip
+    got = np.zeros((len(tone), 2), np.float32)
+    want = np.zeros_like(got)
+    # no flag, paOutputUnderflow, paPrimingOutput, paInputOverflow | paPrimingOutput
+    flags = [0x0, 0x4, 0x10, 0x12]
+    for k, flag in enumerate(flags):
+        block = slice(k * frames, (k + 1) * frames)
+        indata = np.ascontiguousarray(tone[block])
+        outdata = np.zeros((frames, 2), np.float32)
+        assert call(indata.ctypes.data, outdata.ctypes.data, frames, None, flag,
+                    table.ctypes.data) == 0  # fmt: skip
+        got[block] = outdata
+        python.callback(indata, want[block], frames, None, None)
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_array_equal(got, want)
+    assert native.callbacks == 4 and native.xruns == 2
+
+    output_only = _core(0)
+    table[[rtcore.P_CORE, rtcore.P_CORE_SIZE, rtcore.P_N_IN]] = (
+        output_only.table.ctypes.data, len(output_only.table), 0)  # fmt: skip
+    outdata = np.ones((frames, 2), np.float32)
+    assert call(None, outdata.ctypes.data, frames, None, 0, table.ctypes.data) == 0
+    assert output_only.callbacks == 1 and not outdata.any()  # the engine's silence

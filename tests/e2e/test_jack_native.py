@@ -1,5 +1,6 @@
-"""The compiled JACK process callback in this process: it keeps time while Python cannot
-run at all, and it carries the signal."""
+"""The compiled callback in this process, called by libjack (JackDevice) and by PortAudio's
+JACK host API (PortAudioDevice, the path ALSA, CoreAudio and WASAPI take too): it keeps
+time while Python cannot run at all, and it carries the signal."""
 
 import ctypes
 import subprocess
@@ -8,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from studiod.daemon.audio import AudioCore, JackDevice
+from studiod.daemon.audio import AudioCore, JackDevice, PortAudioDevice
 from studiod.daemon.config import AudioConfig
 from studiod.dsp.engine import Engine
 from studiod.dsp.session import ChannelSpec, MonitorSystemSpec, Session
@@ -19,24 +20,26 @@ pytestmark = pytest.mark.e2e
 PERIOD = 128
 
 
-@pytest.fixture
-def native(jack_server, monkeypatch):
+@pytest.fixture(params=["jack", "portaudio"])
+def native(request, jack_server, monkeypatch):
     monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server.name)
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
     session = Session(samplerate=FS, channels=(ChannelSpec("tone", (1,)),),
                       systems=(MonitorSystemSpec("studio", (1, 2)),))  # fmt: skip
     engine = Engine(session)
-    audio = AudioConfig(backend="jack", client_name="native", block_frames=PERIOD,
-                        autoconnect=False)  # fmt: skip
+    # PortAudio's JACK host API connects the dummy driver's silent capture ports to ours
+    audio = AudioConfig(backend=request.param, hostapi="JACK", client_name="native",
+                        block_frames=PERIOD, autoconnect=False)  # fmt: skip
     core = AudioCore(engine, audio, 1, 2)
     core.warm_up()
-    device = JackDevice(audio, 1, 2, core)
+    device = (JackDevice if request.param == "jack" else PortAudioDevice)(audio, 1, 2, core)
     device.start()
     deadline = time.monotonic() + 5.0
     while core.callbacks < 50:
         assert time.monotonic() < deadline, "no JACK callbacks"
         time.sleep(0.01)
-    yield core, device
+    first = 1 if request.param == "jack" else 0  # PortAudio numbers its ports from 0
+    yield core, (f"native:in_{first}", f"native:out_{first}")
     device.close()
 
 
@@ -61,7 +64,7 @@ def test_signal_and_fader_while_the_gil_is_held(native, jack_server, tmp_path):
     input at the fader's -12 dB and the pan law's -3.01 dB in every 50 ms of the take."""
     import soundfile
 
-    core, _ = native
+    core, (port_in, port_out) = native
     core.engine.set("/ch/1/fader", -12.0)
     tone = subprocess.Popen(["jack_simple_client", "tone"], env=jack_server.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -71,10 +74,10 @@ def test_signal_and_fader_while_the_gil_is_held(native, jack_server, tmp_path):
         while "tone:output1" not in jack_server.ports():
             assert time.monotonic() < deadline, "jack_simple_client did not start"
             time.sleep(0.05)
-        jack_server.connect("tone:output1", "native:in_1")
+        jack_server.connect("tone:output1", port_in)
         time.sleep(0.2)  # the fader ramp and the engine's latency
         rec = subprocess.Popen(["jack_rec", "-f", str(path), "-d", "1.5", "tone:output1",
-                                "native:out_1"], env=jack_server.env,
+                                port_out], env=jack_server.env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         time.sleep(0.3)
         ctypes.PyDLL(None).usleep(1_000_000)  # the GIL held through most of the take
