@@ -198,11 +198,12 @@ def test_user_profile_extends_and_overrides_a_shipped_one(tmp_path, profiles):
 def test_profiles_are_declared_as_package_data():
     """pyproject.toml's package data covers every profile file, so ``pip install .`` ships
     them (checked by hand with a wheel in a fresh venv; see the README)."""
-    config = tomllib.loads((REPO / "pyproject.toml").read_text())
-    globs = config["tool"]["setuptools"]["package-data"]["studiod.controllers"]
-    folder = REPO / config["tool"]["setuptools"]["package-dir"]["studiod.controllers"]
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "studiod.controllers.profiles" in setuptools["packages"]
+    globs = setuptools["package-data"]["studiod.controllers.profiles"]
+    folder = REPO / setuptools["package-dir"]["studiod.controllers"] / "profiles"
     covered = {p for g in globs for p in folder.glob(g)}
-    assert covered and covered == set((folder / "profiles").glob("*.toml"))
+    assert covered and covered == set(folder.glob("*.toml"))
     assert {p.name for p in covered} == {p.name for p in shipped_profile_paths()}
 
 
