@@ -12,7 +12,7 @@ lock, file, socket or Python object.
   callback runs on time while another thread holds the GIL for a second).
 * :class:`VirtualDevice` (a thread that paces blocks like a sound card with two periods of
   buffering: the demo without hardware, and tests) calls :meth:`AudioCore.callback`, which
-  holds the GIL only to enter the compiled code and releases it inside.
+  enters the same compiled code through ctypes and releases the GIL while it runs.
 """
 
 from __future__ import annotations
@@ -172,16 +172,26 @@ class _Records:
         return k
 
 
+# portaudio.h: int PaStreamCallback(const void *input, void *output, unsigned long
+# frameCount, const PaStreamCallbackTimeInfo *timeInfo, PaStreamCallbackFlags statusFlags,
+# void *userData)
+_PA_STREAM_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                       ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
+                                       ctypes.c_void_p)  # fmt: skip
+_PA_OUTPUT_UNDERFLOW = 0x4
+
+
 class AudioCore:
     """The callback, the engine it runs, the meters and the timing statistics.
 
     The callback itself is compiled (:func:`studiod.daemon.rtcore.core_block`) and finds its
-    arrays through ``table``: JACK and PortAudio call it natively (:class:`JackDevice`,
-    :class:`PortAudioDevice`), the virtual device through :meth:`callback`. The control side changes
-    what the callback reads by packing a new record into a region the callback does not
-    read and publishing its index: :meth:`swap` (a new engine, crossfaded over
-    ``CROSSFADE_MS``), :meth:`set_loop`, :meth:`set_player`, :meth:`set_tap`. Call those
-    from control threads; they never wait longer than one block.
+    arrays through ``table``. Its one compiled entry (:func:`studiod.daemon.rtcore.pa_process`
+    at ``entry_address``, with ``entry_table`` as its user data) is called natively by
+    :class:`JackDevice` and :class:`PortAudioDevice`, and by the virtual device through
+    :meth:`callback`. The control side changes what the callback reads by packing a new
+    record into a region the callback does not read and publishing its index: :meth:`swap`
+    (a new engine, crossfaded over ``CROSSFADE_MS``), :meth:`set_loop`, :meth:`set_player`,
+    :meth:`set_tap`. Call those from control threads; they never wait longer than one block.
     """
 
     def __init__(self, engine, audio, dev_in: int, dev_out: int, max_frames: int | None = None):
@@ -222,6 +232,12 @@ class AudioCore:
         self.ctl[rt.CTL_SHARED] = self._shareds.put(self.shared, set())
         self._engine = engine
         self.ctl[rt.CTL_ENGINES] = rt.engines(self._slots.put(self._slot(engine), set()))
+        self.entry_table = np.zeros(rt.P_SIZE, dtype=np.int64)
+        self.entry_table[[rt.P_CORE, rt.P_CORE_SIZE, rt.P_N_IN, rt.P_N_OUT]] = (
+            table.ctypes.data, len(table), dev_in, dev_out)  # fmt: skip
+        self.entry_address = rt.c_callback_address(rt.pa_process)
+        self._entry = _PA_STREAM_CALLBACK(self.entry_address)  # ctypes releases the GIL
+        self._entry_arg = self.entry_table.ctypes.data
         # timing: the callback writes, the control thread reads (see collect())
         self._collected = 0
         self.hist = np.zeros(HIST_US + 1, dtype=np.int64)
@@ -230,8 +246,16 @@ class AudioCore:
 
     # -- the audio thread -------------------------------------------------------------
     def callback(self, indata, outdata, frames, time_info, status) -> None:
-        """sounddevice's callback signature: one block through the compiled callback."""
-        rt.core_block(self.table, indata, outdata, frames, bool(status))
+        """sounddevice's callback signature: one block through the compiled entry. The
+        arrays are handed over as addresses, so their layout is checked first."""
+        for data, channels in ((indata, self.dev_in), (outdata, self.dev_out)):
+            if (data.dtype != np.float32 or data.shape != (frames, channels)
+                    or not data.flags.c_contiguous):  # fmt: skip
+                raise ValueError(f"the callback takes C-contiguous float32[{frames}, "
+                                 f"{channels}], not {data.dtype}{list(data.shape)}")  # fmt: skip
+        flags = _PA_OUTPUT_UNDERFLOW if status else 0
+        self._entry(indata.ctypes.data, outdata.ctypes.data, frames, None, flags,
+                    self._entry_arg)  # fmt: skip
 
     def report_xrun(self) -> None:
         """An xrun reported by the device from another thread: counted with the next block."""
@@ -708,10 +732,10 @@ class PortAudioDevice:
     inputs) whose callback is the compiled :func:`studiod.daemon.rtcore.pa_process` on
     ``core``'s table, opened through sounddevice's stream class for C callbacks."""
 
-    def __init__(self, audio, in_channels: int, out_channels: int, core: AudioCore):
+    def __init__(self, audio, core: AudioCore):
         self.audio = audio
-        self.in_channels = in_channels
-        self.out_channels = out_channels
+        self.in_channels = core.dev_in
+        self.out_channels = core.dev_out
         self.core = core
         self.samplerate = audio.samplerate
         self.block_frames = audio.block_frames
@@ -719,10 +743,6 @@ class PortAudioDevice:
         self.error: str | None = None
         self._stream = None
         self._finished = False
-        table = self._table = np.zeros(rt.P_SIZE, dtype=np.int64)
-        table[rt.P_CORE] = core.table.ctypes.data
-        table[rt.P_CORE_SIZE] = len(core.table)
-        table[rt.P_N_IN], table[rt.P_N_OUT] = in_channels, out_channels
 
     def start(self) -> None:
         sd = _sounddevice()
@@ -745,8 +765,8 @@ class PortAudioDevice:
                 blocksize=self.block_frames,
                 dtype="float32",  # interleaved: the callback's arrays are PortAudio's buffers
                 latency=latency,
-                callback=rt.c_callback_address(rt.pa_process),
-                userdata=sd._ffi.cast("void *", self._table.ctypes.data),
+                callback=self.core.entry_address,
+                userdata=sd._ffi.cast("void *", self.core.entry_table.ctypes.data),
                 wrap_callback=None,
                 finished_callback=self._on_finished,
                 dither_off=True,
@@ -869,10 +889,10 @@ class JackDevice:
     compiled :func:`studiod.daemon.rtcore.jack_process` on ``core``'s table: JACK's
     process thread never enters Python."""
 
-    def __init__(self, audio, in_channels: int, out_channels: int, core: AudioCore):
+    def __init__(self, audio, core: AudioCore):
         self.audio = audio
-        self.in_channels = in_channels
-        self.out_channels = out_channels
+        self.in_channels = core.dev_in
+        self.out_channels = core.dev_out
         self.core = core
         self.samplerate = audio.samplerate
         self.block_frames = audio.block_frames
@@ -926,8 +946,8 @@ class JackDevice:
         self._in = np.zeros((JACK_MAX_FRAMES, n_in), np.float32)
         self._out = np.zeros((JACK_MAX_FRAMES, n_out), np.float32)
         table = self._table = np.zeros(rt.J_PORTS + n_in + n_out, dtype=np.int64)
-        table[rt.J_CORE] = self.core.table.ctypes.data
-        table[rt.J_CORE_SIZE] = len(self.core.table)
+        table[rt.J_ENTRY] = self.core.entry_address
+        table[rt.J_ENTRY_TABLE] = self.core.entry_table.ctypes.data
         table[rt.J_GET_BUFFER] = jack.get_buffer_address
         table[rt.J_IN] = self._in.ctypes.data
         table[rt.J_OUT] = self._out.ctypes.data

@@ -18,6 +18,7 @@ a pointer, a call through a C function pointer).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import sys
 from pathlib import Path
@@ -56,6 +57,27 @@ def call_get_buffer(typingctx, fn, port, frames):
         fnty = ir.FunctionType(voidp, [voidp, ir.IntType(32)])
         target = builder.inttoptr(fn_addr, fnty.as_pointer())
         return builder.call(target, [builder.inttoptr(port_addr, voidp), n])
+
+    return sig, codegen
+
+
+@intrinsic
+def call_stream_callback(typingctx, fn, input_, output, frames, user_data):
+    """``((PaStreamCallback *) fn)(input_, output, frames, NULL, 0, user_data)`` (portaudio.h)
+    with every pointer an int64 address: one compiled entry serves every device."""
+    sig = types.int32(types.int64, types.int64, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        fn_addr, in_addr, out_addr, n, arg_addr = args
+        voidp = ir.IntType(8).as_pointer()
+        ulong = ir.IntType(8 * ctypes.sizeof(ctypes.c_ulong))
+        fnty = ir.FunctionType(ir.IntType(32), [voidp, voidp, ulong, voidp, ulong, voidp])
+        target = builder.inttoptr(fn_addr, fnty.as_pointer())
+        frames_ = builder.trunc(n, ulong) if ulong.width < 64 else n
+        return builder.call(target, [builder.inttoptr(in_addr, voidp),
+                                     builder.inttoptr(out_addr, voidp), frames_,
+                                     ir.Constant(voidp, None), ulong(0),
+                                     builder.inttoptr(arg_addr, voidp)])  # fmt: skip
 
     return sig, codegen
 

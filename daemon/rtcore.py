@@ -2,13 +2,17 @@
 
 :func:`core_block` is the whole callback: device input -> engine(s) -> device output and
 meters. It finds every array through a table of addresses (:mod:`studiod.daemon.native`),
-so the same compiled code serves three callers:
+and :func:`pa_process`, compiled as a C function (``numba.cfunc``) with PortAudio's
+callback signature, is the one compiled entry every device calls:
 
-* :func:`jack_process` and :func:`pa_process`, compiled as C functions (``numba.cfunc``)
-  that JACK's process thread and PortAudio's callback thread call directly: no Python, no
-  GIL, whatever the control threads do;
-* :meth:`studiod.daemon.audio.AudioCore.callback` for the virtual device's Python thread,
-  which holds the GIL only to enter.
+* PortAudio's callback thread calls it directly, and :func:`jack_process`, a small C
+  function that copies JACK's port buffers, calls it through its address: neither enters
+  Python, so no control thread can delay them by holding the GIL;
+* :meth:`studiod.daemon.audio.AudioCore.callback` calls it through ctypes, which releases
+  the GIL, for the virtual device's Python thread.
+
+(The machine code of the callback, engine included, is then loaded once per process: each
+compiled entry that contains it costs about 24 MB of memory.)
 
 Table (int64): a header (``H_*``), the two meters, then the records the control side swaps:
 three engine slots (the one heard, one fading out, one being prepared), two of each of the
@@ -37,7 +41,7 @@ from studiod.daemon._unpack import (
     unpack_tap,
 )
 from studiod.daemon.loudlog import tap_process
-from studiod.daemon.native import address, call_get_buffer, clock_ns
+from studiod.daemon.native import address, call_get_buffer, call_stream_callback, clock_ns
 from studiod.daemon.reference import player_fill
 from studiod.daemon.rtstate import (
     METER_INTERVAL_DONE,
@@ -288,11 +292,42 @@ def core_block(tab, indata, outdata, frames, flagged):
 
 
 # ----------------------------------------------------------------------------------------
+# The compiled entry: PortAudio's stream callback
+
+# the entry table (int64) behind pa_process's user data
+P_CORE = 0  # address of the core table
+P_CORE_SIZE = 1
+P_N_IN = 2  # 0: an output-only stream, whose input pointer is NULL
+P_N_OUT = 3
+P_SIZE = 4
+
+# paInputUnderflow | paInputOverflow | paOutputUnderflow | paOutputOverflow (portaudio.h);
+# paPrimingOutput (0x10) is no xrun
+PA_XRUN_FLAGS = 0x0F
+PA_CONTINUE = 0
+
+
+def pa_process(input_, output, frames, time_info, status_flags, user_data):
+    """``PaStreamCallback`` on interleaved float32 buffers: PortAudio's buffers are the
+    callback's arrays, no copy (``user_data``: the entry table, ``P_*``)."""
+    pt = carray(user_data, (P_SIZE,), np.int64)
+    n = np.int64(frames)
+    outdata = carray(output, (n, pt[P_N_OUT]), np.float32)
+    if pt[P_N_IN] > 0:
+        indata = carray(input_, (n, pt[P_N_IN]), np.float32)
+    else:
+        indata = carray(output, (n, 0), np.float32)  # no channels: never read
+    core = carray(address(pt[P_CORE]), (pt[P_CORE_SIZE],), np.int64)
+    core_block(core, indata, outdata, n, (status_flags & PA_XRUN_FLAGS) != 0)
+    return PA_CONTINUE
+
+
+# ----------------------------------------------------------------------------------------
 # JACK's process callback
 
 # the device table (int64) behind jack_process's argument
-J_CORE = 0  # address of the core table
-J_CORE_SIZE = 1
+J_ENTRY = 0  # address of pa_process
+J_ENTRY_TABLE = 1  # address of its entry table (P_*)
 J_GET_BUFFER = 2  # address of jack_port_get_buffer
 J_IN = 3  # address of float32[J_CAPACITY frames, n_in]
 J_OUT = 4  # address of float32[J_CAPACITY frames, n_out]
@@ -303,7 +338,7 @@ J_PORTS = 8  # the port handles: n_in inputs, then n_out outputs
 
 
 def jack_process(nframes, arg):
-    """``JackProcessCallback``: the ports' buffers through :func:`core_block` (``arg``: the
+    """``JackProcessCallback``: the ports' buffers through :func:`pa_process` (``arg``: the
     device table, ``J_*``)."""
     head = carray(arg, (J_PORTS,), np.int64)
     n_in = head[J_N_IN]
@@ -323,45 +358,13 @@ def jack_process(nframes, arg):
         buf = carray(call_get_buffer(get_buffer, jt[J_PORTS + c], nframes), (n,), np.float32)
         for i in range(n):
             indata[i, c] = buf[i]
-    core = carray(address(jt[J_CORE]), (jt[J_CORE_SIZE],), np.int64)
-    core_block(core, indata, outdata, n, False)
+    call_stream_callback(jt[J_ENTRY], jt[J_IN], jt[J_OUT], n, jt[J_ENTRY_TABLE])
     for c in range(n_out):
         buf = carray(call_get_buffer(get_buffer, jt[J_PORTS + n_in + c], nframes), (n,),
                      np.float32)  # fmt: skip
         for i in range(n):
             buf[i] = outdata[i, c]
     return 0
-
-
-# ----------------------------------------------------------------------------------------
-# PortAudio's stream callback
-
-# the device table (int64) behind pa_process's user data
-P_CORE = 0  # address of the core table
-P_CORE_SIZE = 1
-P_N_IN = 2  # 0: an output-only stream, whose input pointer is NULL
-P_N_OUT = 3
-P_SIZE = 4
-
-# paInputUnderflow | paInputOverflow | paOutputUnderflow | paOutputOverflow (portaudio.h);
-# paPrimingOutput (0x10) is no xrun
-PA_XRUN_FLAGS = 0x0F
-PA_CONTINUE = 0
-
-
-def pa_process(input_, output, frames, time_info, status_flags, user_data):
-    """``PaStreamCallback`` on interleaved float32 buffers: PortAudio's buffers are the
-    callback's arrays, no copy (``user_data``: the device table, ``P_*``)."""
-    pt = carray(user_data, (P_SIZE,), np.int64)
-    n = np.int64(frames)
-    outdata = carray(output, (n, pt[P_N_OUT]), np.float32)
-    if pt[P_N_IN] > 0:
-        indata = carray(input_, (n, pt[P_N_IN]), np.float32)
-    else:
-        indata = carray(output, (n, 0), np.float32)  # no channels: never read
-    core = carray(address(pt[P_CORE]), (pt[P_CORE_SIZE],), np.int64)
-    core_block(core, indata, outdata, n, (status_flags & PA_XRUN_FLAGS) != 0)
-    return PA_CONTINUE
 
 
 # C's unsigned long: 64 bits on LP64 (Linux, macOS), 32 on Windows and 32-bit ARM

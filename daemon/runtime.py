@@ -99,8 +99,8 @@ def default_device_factory(audio, core: AudioCore):
             priority=audio.realtime_priority,
         )
     if audio.backend == "jack":
-        return JackDevice(audio, core.dev_in, core.dev_out, core)
-    return PortAudioDevice(audio, core.dev_in, core.dev_out, core)
+        return JackDevice(audio, core)
+    return PortAudioDevice(audio, core)
 
 
 def prime(engine: Engine, seconds: float = PRIME_S) -> None:

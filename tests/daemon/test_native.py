@@ -62,19 +62,16 @@ def _core(n_in: int):
 
 def test_portaudio_callback_abi():
     """pa_process called as PortAudio calls it (portaudio.h PaStreamCallback, interleaved
-    float32): the same output as the Python entry, xruns counted from the under/overflow
-    flags only, and an output-only stream's NULL input."""
+    float32): the same output as core_block called directly, xruns counted from the
+    under/overflow flags only, and an output-only stream's NULL input."""
     pa_callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                    ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong,
                                    ctypes.c_void_p)  # fmt: skip
-    call = pa_callback(rtcore.c_callback_address(rtcore.pa_process))
+    native, direct = _core(1), _core(1)
+    call = pa_callback(native.entry_address)
     frames = 64
     t = np.arange(4 * frames) / 48000
     tone = (0.25 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[:, None]
-    native, python = _core(1), _core(1)
-    table = np.zeros(rtcore.P_SIZE, dtype=np.int64)
-    table[[rtcore.P_CORE, rtcore.P_CORE_SIZE, rtcore.P_N_IN, rtcore.P_N_OUT]] = (
-        native.table.ctypes.data, len(native.table), 1, 2)  # fmt: skip
     got = np.zeros((len(tone), 2), np.float32)
     want = np.zeros_like(got)
     # no flag, paOutputUnderflow, paPrimingOutput, paInputOverflow | paPrimingOutput
@@ -84,16 +81,32 @@ def test_portaudio_callback_abi():
         indata = np.ascontiguousarray(tone[block])
         outdata = np.zeros((frames, 2), np.float32)
         assert call(indata.ctypes.data, outdata.ctypes.data, frames, None, flag,
-                    table.ctypes.data) == 0  # fmt: skip
+                    native.entry_table.ctypes.data) == 0  # fmt: skip
         got[block] = outdata
-        python.callback(indata, want[block], frames, None, None)
+        rtcore.core_block(direct.table, indata, want[block], frames, False)
     assert np.abs(want).max() > 0.1
     np.testing.assert_array_equal(got, want)
     assert native.callbacks == 4 and native.xruns == 2
 
     output_only = _core(0)
-    table[[rtcore.P_CORE, rtcore.P_CORE_SIZE, rtcore.P_N_IN]] = (
-        output_only.table.ctypes.data, len(output_only.table), 0)  # fmt: skip
     outdata = np.ones((frames, 2), np.float32)
-    assert call(None, outdata.ctypes.data, frames, None, 0, table.ctypes.data) == 0
+    assert call(None, outdata.ctypes.data, frames, None, 0,
+                output_only.entry_table.ctypes.data) == 0  # fmt: skip
     assert output_only.callbacks == 1 and not outdata.any()  # the engine's silence
+
+
+def test_python_entry_checks_the_arrays_it_hands_over():
+    core = _core(1)
+    frames = 64
+    outdata = np.zeros((frames, 2), np.float32)
+    core.callback(np.zeros((frames, 1), np.float32), outdata, frames, None, "underflow")
+    assert core.callbacks == 1 and core.xruns == 1
+    for bad_in, bad_out in [
+        (np.zeros((frames, 1), np.float64), outdata),  # another dtype
+        (np.zeros((frames, 2), np.float32), outdata),  # another channel count
+        (np.zeros((frames, 1), np.float32), np.zeros((2, frames), np.float32).T),  # strided
+        (np.zeros((frames // 2, 1), np.float32), outdata),  # fewer frames
+    ]:
+        with pytest.raises(ValueError, match="C-contiguous float32"):
+            core.callback(bad_in, bad_out, frames, None, None)
+    assert core.callbacks == 1

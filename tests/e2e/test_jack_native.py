@@ -32,7 +32,7 @@ def native(request, jack_server, monkeypatch):
                         block_frames=PERIOD, autoconnect=False)  # fmt: skip
     core = AudioCore(engine, audio, 1, 2)
     core.warm_up()
-    device = (JackDevice if request.param == "jack" else PortAudioDevice)(audio, 1, 2, core)
+    device = (JackDevice if request.param == "jack" else PortAudioDevice)(audio, core)
     device.start()
     deadline = time.monotonic() + 5.0
     while core.callbacks < 50:
