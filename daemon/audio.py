@@ -444,7 +444,8 @@ class AudioCore:
         return out
 
     def warm_up(self) -> None:
-        """Run the compiled callback once (compiles it, or loads it from numba's cache)."""
+        """Run one silent block through the compiled entry (loaded when the core was built)
+        so the first device block does not touch cold pages; counters and meters are reset."""
         dev_in = np.zeros((self.block_frames, self.dev_in), np.float32)
         dev_out = np.zeros((self.block_frames, self.dev_out), np.float32)
         counters = [rt.CTL_CALLBACKS, rt.CTL_XRUNS]
