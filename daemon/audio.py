@@ -11,8 +11,8 @@ lock, file, socket or Python object.
   never enter Python, so no control thread can delay them by holding the GIL (measured: the
   callback runs on time while another thread holds the GIL for a second).
 * :class:`VirtualDevice` (a thread that paces blocks like a sound card with two periods of
-  buffering: the demo without hardware, and tests) calls :meth:`AudioCore.callback`, which
-  enters the same compiled code through ctypes and releases the GIL while it runs.
+  buffering: the demo without hardware, and tests) is compiled code too, a loop that calls
+  the same entry: it never takes the GIL either.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import fnmatch
 import logging
 import math
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ from studiod.daemon._unpack import (
     TAP_FINGERPRINT,
     TAP_WIDTH,
 )
-from studiod.daemon.native import Layout
+from studiod.daemon.native import Layout, libc_address
+from studiod.daemon.realtime import set_fifo_priority
 from studiod.dsp import loudness as ld
 from studiod.dsp._jit import publish
 
@@ -208,11 +210,16 @@ class AudioCore:
 
         self.ctl = np.zeros(rt.CTL_SIZE, dtype=np.int64)
         self.ctl[[rt.CTL_PLAYER, rt.CTL_TAP]] = -1
-        self._times = np.zeros(rt.TIMES_RING, dtype=np.int64)
+        period_ns = 1e9 * self.block_frames / self.samplerate
+        self.wall = _Durations(period_ns)  # the callback's duration, start to end
+        self.cpu = _Durations(period_ns)  # the audio thread's own CPU time in it
         table = self.table = np.zeros(rt.TABLE_SIZE, dtype=np.int64)
         table[rt.H_CTL] = self.ctl.ctypes.data
-        table[rt.H_TIMES] = self._times.ctypes.data
+        table[rt.H_TIMES] = self.wall.ring.ctypes.data
+        table[rt.H_CPU_TIMES] = self.cpu.ring.ctypes.data
         table[rt.H_CLOCK], table[rt.H_CLOCK_ID] = _monotonic_clock()
+        table[rt.H_CPU_CLOCK_ID] = getattr(time, "CLOCK_THREAD_CPUTIME_ID", 0)
+        table[rt.H_GETTID] = libc_address("gettid")
         table[rt.H_MAX_FRAMES] = self.max_frames
         self.meters = (
             ld.make_state(self.samplerate, np.ones(2)),
@@ -238,11 +245,7 @@ class AudioCore:
         self.entry_address = rt.c_callback_address(rt.pa_process)
         self._entry = _PA_STREAM_CALLBACK(self.entry_address)  # ctypes releases the GIL
         self._entry_arg = self.entry_table.ctypes.data
-        # timing: the callback writes, the control thread reads (see collect())
-        self._collected = 0
-        self.hist = np.zeros(HIST_US + 1, dtype=np.int64)
-        self.max_ns = 0
-        self.overlong = 0  # callbacks longer than a period
+        self._collected = 0  # blocks whose times collect() has folded in
 
     # -- the audio thread -------------------------------------------------------------
     def callback(self, indata, outdata, frames, time_info, status) -> None:
@@ -257,9 +260,14 @@ class AudioCore:
         self._entry(indata.ctypes.data, outdata.ctypes.data, frames, None, flags,
                     self._entry_arg)  # fmt: skip
 
-    def report_xrun(self) -> None:
-        """An xrun reported by the device from another thread: counted with the next block."""
-        self.ctl[rt.CTL_XRUN_REQ] += 1
+    def new_stream(self) -> None:
+        """A device is about to call the entry from a (possibly) new thread."""
+        self.ctl[rt.CTL_TID] = 0
+
+    @property
+    def audio_thread_id(self) -> int:
+        """The id (gettid) of the thread that ran the latest stream's first block; 0 before."""
+        return int(self.ctl[rt.CTL_TID])
 
     @property
     def callbacks(self) -> int:
@@ -410,37 +418,24 @@ class AudioCore:
         )
 
     def collect(self) -> None:
-        """Fold the callback times recorded since the last call into the histogram."""
+        """Fold the callback times recorded since the last call into the histograms."""
         done = self.callbacks
         start = max(self._collected, done - rt.TIMES_RING)
-        if done <= start:
-            return
-        idx = np.arange(start, done) % rt.TIMES_RING
-        ns = self._times[idx]
-        self.max_ns = max(self.max_ns, int(ns.max()))
-        period_ns = 1e9 * self.block_frames / self.samplerate
-        self.overlong += int(np.count_nonzero(ns > period_ns))
-        us = np.minimum(ns // 1000, HIST_US)
-        self.hist += np.bincount(us, minlength=HIST_US + 1)
+        if done > start:
+            idx = np.arange(start, done) % rt.TIMES_RING
+            self.wall.add(idx)
+            self.cpu.add(idx)
         self._collected = done
 
     def timing(self) -> dict:
-        """Callback duration percentiles (µs and % of the period) since start."""
+        """Callback duration percentiles since start, in µs and % of the period: wall-clock
+        (``p50_us``, ``p99_us``, ``p999_us``, ``max_us``…) and the audio thread's own CPU
+        time (``cpu_p50_us``…), which excludes any time the thread was switched out."""
         self.collect()
-        period_us = 1e6 * self.block_frames / self.samplerate
-        total = int(self.hist.sum())
-        out = {"callbacks": self.callbacks, "xruns": self.xruns, "period_us": period_us,
-               "overlong": self.overlong}  # fmt: skip
-        cum = np.cumsum(self.hist)
-        for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
-            if total:
-                us = float(np.searchsorted(cum, math.ceil(q * total)))
-            else:
-                us = 0.0
-            out[f"{name}_us"] = us
-            out[f"{name}_pct"] = 100.0 * us / period_us
-        out["max_us"] = self.max_ns / 1000.0
-        out["max_pct"] = 100.0 * out["max_us"] / period_us
+        out = {"callbacks": self.callbacks, "xruns": self.xruns,
+               "period_us": self.wall.period_ns / 1000.0}  # fmt: skip
+        out.update(self.wall.summary(""))
+        out.update(self.cpu.summary("cpu_"))
         return out
 
     def warm_up(self) -> None:
@@ -448,89 +443,103 @@ class AudioCore:
         so the first device block does not touch cold pages; counters and meters are reset."""
         dev_in = np.zeros((self.block_frames, self.dev_in), np.float32)
         dev_out = np.zeros((self.block_frames, self.dev_out), np.float32)
-        counters = [rt.CTL_CALLBACKS, rt.CTL_XRUNS]
+        counters = [rt.CTL_CALLBACKS, rt.CTL_XRUNS, rt.CTL_TID]
         saved = self.ctl[counters].copy()
         self.callback(dev_in, dev_out, self.block_frames, None, None)
         self.ctl[counters] = saved
-        self._times[:] = 0
+        self.wall.ring[:] = 0
+        self.cpu.ring[:] = 0
         self.reset_meters()
 
 
+class _Durations:
+    """A ring the callback writes durations into (ns), and their histogram."""
+
+    def __init__(self, period_ns: float):
+        self.period_ns = period_ns
+        self.ring = np.zeros(rt.TIMES_RING, dtype=np.int64)
+        self.hist = np.zeros(HIST_US + 1, dtype=np.int64)  # 1 µs bins
+        self.max_ns = 0
+        self.overlong = 0  # blocks longer than a period
+
+    def add(self, idx: np.ndarray) -> None:
+        ns = self.ring[idx]
+        self.max_ns = max(self.max_ns, int(ns.max()))
+        self.overlong += int(np.count_nonzero(ns > self.period_ns))
+        self.hist += np.bincount(np.minimum(ns // 1000, HIST_US), minlength=HIST_US + 1)
+
+    def summary(self, prefix: str) -> dict:
+        period_us = self.period_ns / 1000.0
+        total = int(self.hist.sum())
+        cum = np.cumsum(self.hist)
+        out = {f"{prefix}overlong": self.overlong}
+        for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
+            us = float(np.searchsorted(cum, math.ceil(q * total))) if total else 0.0
+            out[f"{prefix}{name}_us"] = us
+            out[f"{prefix}{name}_pct"] = 100.0 * us / period_us
+        out[f"{prefix}max_us"] = self.max_ns / 1000.0
+        out[f"{prefix}max_pct"] = 100.0 * out[f"{prefix}max_us"] / period_us
+        return out
+
+
 def _monotonic_clock() -> tuple[int, int]:
-    """clock_gettime's address and CLOCK_MONOTONIC for the compiled callback's timing
-    ((0, 0) where the C library has none: durations then read 0)."""
-    try:
-        libc = ctypes.CDLL(None)
-        return ctypes.cast(libc.clock_gettime, ctypes.c_void_p).value, time.CLOCK_MONOTONIC
-    except (OSError, AttributeError):
-        return 0, 0
+    """clock_gettime's address and CLOCK_MONOTONIC for the compiled code's timing ((0, 0)
+    where the C library has none: durations then read 0)."""
+    fn = libc_address("clock_gettime")
+    return (fn, time.CLOCK_MONOTONIC) if fn else (0, 0)
 
 
 # ----------------------------------------------------------------------------------------
 # the virtual device
 
 
-class VirtualStatus:
-    """sounddevice.CallbackFlags' look-alike for :class:`VirtualDevice`."""
-
-    __slots__ = ("input_overflow", "output_underflow")
-
-    def __init__(self, input_overflow: bool = False, output_underflow: bool = False):
-        self.input_overflow = input_overflow
-        self.output_underflow = output_underflow
-
-    def __bool__(self) -> bool:
-        return self.input_overflow or self.output_underflow
-
-    def __str__(self) -> str:
-        names = [n for n in self.__slots__ if getattr(self, n)]
-        return ", ".join(names) or "ok"
-
-
 class VirtualDevice:
-    """A sound card made of a thread: every ``block_frames`` it hands the callback an input
-    block and takes an output block, on the same deadlines as a duplex interface with two
-    periods of buffering (the block for period k is due one period after its input was
-    complete). A late callback is an xrun, reported through ``status`` like PortAudio does.
+    """A sound card made of a thread: every ``block_frames`` it hands ``core``'s compiled
+    entry an input block and takes an output block, on the deadlines of a duplex interface
+    with two periods of buffering (:func:`studiod.daemon.rtcore.virtual_run`). The whole
+    loop is compiled code that never takes the GIL, pacing itself with
+    ``clock_nanosleep(TIMER_ABSTIME)``, at SCHED_FIFO ``priority`` where permitted.
 
-    realtime=False runs blocks back to back as fast as the callback allows (tests).
-    ``source`` (float32 [frames, in_channels]) is looped into the inputs; ``tap_frames``
-    keeps the last outputs for inspection (:meth:`tail`).
+    ``source`` (float32 [frames, channels]) is looped into the inputs; ``tap_frames`` keeps
+    the last outputs for inspection (:meth:`tail`). realtime=False runs blocks back to back.
+
+    Lateness is counted apart: :attr:`late_wakes`, the thread woke a period or more after
+    an input block was complete (the operating system did not run it: nothing the callback
+    did); :attr:`late_blocks`, a block's output was ready after its deadline. Both are
+    reported to the callback as PortAudio reports its xruns.
     """
 
     def __init__(
         self,
-        callback,
-        samplerate: int,
-        block_frames: int,
-        in_channels: int,
-        out_channels: int,
+        core: AudioCore,
         realtime: bool = True,
         priority: int = 0,
         source: np.ndarray | None = None,
         tap_frames: int = 0,
         name: str = "virtual",
     ):
-        self.callback = callback
-        self.samplerate = int(samplerate)
-        self.block_frames = int(block_frames)
-        self.in_channels = in_channels
-        self.out_channels = out_channels
+        self.core = core
+        self.samplerate = core.samplerate
+        self.block_frames = core.block_frames
+        self.in_channels, self.out_channels = core.dev_in, core.dev_out
         self.realtime = realtime
         self.priority = priority
         self.name = name
-        self.source = None if source is None else np.ascontiguousarray(source, np.float32)
-        self._indata = np.zeros((block_frames, in_channels), np.float32)
-        self._outdata = np.zeros((block_frames, out_channels), np.float32)
-        self._tap = np.zeros((max(tap_frames, 0), out_channels), np.float32)
-        self.tapped = 0  # frames written to the tap so far
-        self._tap_lock = threading.Lock()
+        n = self.block_frames
+        self.source = (np.zeros((0, self.in_channels), np.float32) if source is None
+                       else np.ascontiguousarray(source, np.float32))  # fmt: skip
+        self._indata = np.zeros((n, self.in_channels), np.float32)
+        self._outdata = np.zeros((n, self.out_channels), np.float32)
+        self._tap = np.zeros((max(tap_frames, 0), self.out_channels), np.float32)
+        self._vctl = np.zeros(rt.V_SIZE, np.int64)
+        clock_fn, clock_id = _monotonic_clock()
+        sleep_fn = libc_address("clock_nanosleep") if realtime else 0
+        if realtime and not sleep_fn:
+            raise DeviceError("the virtual device needs clock_nanosleep (POSIX)")
+        self._clocks = np.array([clock_fn, sleep_fn, clock_id], np.int64)
         self._thread: threading.Thread | None = None
-        self._running = False
         self._failed = False
         self.error: str | None = None
-        self.xruns = 0
-        self.blocks = 0
         self.priority_applied = False
 
     @property
@@ -543,17 +552,40 @@ class VirtualDevice:
 
     @property
     def active(self) -> bool:
-        return self._running and not self._failed
+        return self._thread is not None and self._vctl[rt.V_RUN] != 0 and not self._failed
+
+    @property
+    def blocks(self) -> int:
+        return int(self._vctl[rt.V_BLOCKS])
+
+    @property
+    def late_wakes(self) -> int:
+        return int(self._vctl[rt.V_LATE_WAKES])
+
+    @property
+    def late_blocks(self) -> int:
+        return int(self._vctl[rt.V_LATE_BLOCKS])
+
+    @property
+    def xruns(self) -> int:
+        return self.late_wakes + self.late_blocks
+
+    @property
+    def tapped(self) -> int:
+        """Frames written to the tap so far."""
+        return int(self._vctl[rt.V_TAPPED])
 
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._running = True
+        self.core.new_stream()
+        self._loop()  # V_RUN is 0: returns at once, compiled (or loaded) before it counts
+        self._vctl[rt.V_RUN] = 1
         self._thread = threading.Thread(target=self._run, name="studiod-audio", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        self._running = False
+        self._vctl[rt.V_RUN] = 0
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2.0)
@@ -563,74 +595,27 @@ class VirtualDevice:
         """Simulate a lost device: the callbacks stop and ``active`` turns False."""
         self.error = reason
         self._failed = True
+        self._vctl[rt.V_RUN] = 0
 
     def tail(self, frames: int) -> np.ndarray:
         """The last ``frames`` output frames (a copy, oldest first)."""
         size = len(self._tap)
-        frames = min(frames, size, self.tapped)
-        with self._tap_lock:
-            end = self.tapped % size if size else 0
-            idx = (np.arange(end - frames, end)) % max(size, 1)
-            return self._tap[idx].copy()
-
-    def _set_priority(self) -> None:
-        if self.priority <= 0 or not hasattr(os, "sched_setscheduler"):
-            return
-        try:  # Linux: pid 0 is the calling thread
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
-            self.priority_applied = True
-        except OSError as exc:
-            log.info("virtual device: no realtime priority (%s); running unprivileged", exc)
+        end = self.tapped
+        frames = min(frames, size, end)
+        return self._tap[np.arange(end - frames, end) % max(size, 1)].copy()
 
     def _run(self) -> None:
-        self._set_priority()
-        n = self.block_frames
-        period_ns = round(1e9 * n / self.samplerate)
-        indata, outdata = self._indata, self._outdata
-        src = self.source
-        src_pos = 0
-        status = VirtualStatus()
-        clean = VirtualStatus()
-        ready_ns = time.perf_counter_ns() + period_ns  # the first input block is complete
-        size = len(self._tap)
-        try:
-            while self._running and not self._failed:
-                if self.realtime:
-                    now = time.perf_counter_ns()
-                    if ready_ns > now:
-                        time.sleep((ready_ns - now) * 1e-9)
-                    elif now - ready_ns > period_ns:
-                        # woke a period or more late: the input overran; resynchronise
-                        status.input_overflow = True
-                        self.xruns += 1
-                        ready_ns = now
-                if src is not None:
-                    stop = src_pos + n
-                    if stop <= len(src):
-                        indata[:] = src[src_pos:stop, : self.in_channels]
-                    else:
-                        k = len(src) - src_pos
-                        indata[:k] = src[src_pos:, : self.in_channels]
-                        indata[k:] = src[: n - k, : self.in_channels]
-                    src_pos = stop % len(src)
-                self.callback(indata, outdata, n, None, status if status else clean)
-                status.input_overflow = status.output_underflow = False
-                if self.realtime and time.perf_counter_ns() > ready_ns + period_ns:
-                    status.output_underflow = True  # reported with the next block
-                    self.xruns += 1
-                if size:
-                    with self._tap_lock:
-                        pos = self.tapped % size
-                        self._tap[pos : pos + n] = outdata[: size - pos]
-                        if pos + n > size:
-                            self._tap[: pos + n - size] = outdata[size - pos :]
-                        self.tapped += n
-                self.blocks += 1
-                ready_ns += period_ns
-        except Exception as exc:  # the callback raised: the stream is dead, like PortAudio's
-            self.error = f"{type(exc).__name__}: {exc}"
-            self._failed = True
-            log.error("virtual device stopped: %s", self.error)
+        # Signals belong to the main thread: none interrupts the device's sleep.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        self.priority_applied = set_fifo_priority(self.priority, "virtual device")
+        self._loop()
+
+    def _loop(self) -> None:
+        core = self.core
+        period_ns = round(1e9 * self.block_frames / self.samplerate)
+        rt.virtual_run(self._vctl, core.entry_address, core.entry_table.ctypes.data,
+                       self._indata, self._outdata, self.source, self._tap, self._clocks,
+                       period_ns)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------
@@ -757,6 +742,7 @@ class PortAudioDevice:
         latency = latency if latency in ("low", "high") else float(latency)
         duplex = self.in_channels > 0
         self._finished = False
+        self.core.new_stream()
         try:
             stream = sd._StreamBase(
                 kind="duplex" if duplex else "output",
@@ -816,10 +802,6 @@ _JACK_PORT_IS_PHYSICAL = 0x4
 _JACK_AUDIO_TYPE = b"32 bit float mono audio"  # JACK_DEFAULT_AUDIO_TYPE
 JACK_MAX_FRAMES = 8192  # the largest period JACK allows (jack2 BUFFER_SIZE_MAX)
 
-_JackShutdown = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-_JackXrun = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
-_JackMessage = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
-
 
 class _Jack:
     """libjack's functions, loaded once; the compiled port copiers bound to them."""
@@ -838,8 +820,8 @@ class _Jack:
             "jack_port_register": (p, [p, c, c, ctypes.c_ulong, ctypes.c_ulong]),
             "jack_port_name": (c, [p]),
             "jack_set_process_callback": (ctypes.c_int, [p, p, p]),
-            "jack_on_info_shutdown": (None, [p, _JackShutdown, p]),
-            "jack_set_xrun_callback": (ctypes.c_int, [p, _JackXrun, p]),
+            "jack_on_info_shutdown": (None, [p, p, p]),
+            "jack_set_xrun_callback": (ctypes.c_int, [p, p, p]),
             "jack_activate": (ctypes.c_int, [p]),
             "jack_deactivate": (ctypes.c_int, [p]),
             "jack_get_sample_rate": (ctypes.c_uint32, [p]),
@@ -847,17 +829,17 @@ class _Jack:
             "jack_get_ports": (ctypes.POINTER(c), [p, c, c, ctypes.c_ulong]),
             "jack_free": (None, [p]),
             "jack_connect": (ctypes.c_int, [p, c, c]),
-            "jack_set_error_function": (None, [_JackMessage]),
-            "jack_set_info_function": (None, [_JackMessage]),
+            "jack_set_error_function": (None, [p]),
+            "jack_set_info_function": (None, [p]),
         }
         for fn, (restype, argtypes) in sig.items():
             f = getattr(lib, fn)
             f.restype, f.argtypes = restype, argtypes
         self.lib = lib
         # libjack prints every failed connection attempt; the daemon logs its own line
-        self._quiet = _JackMessage(lambda message: None)
-        lib.jack_set_error_function(self._quiet)
-        lib.jack_set_info_function(self._quiet)
+        silent = rt.c_callback_address(rt.jack_silent)
+        lib.jack_set_error_function(silent)
+        lib.jack_set_info_function(silent)
         get_buffer = lib.jack_port_get_buffer
         get_buffer.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
         get_buffer.restype = ctypes.c_void_p
@@ -898,11 +880,26 @@ class JackDevice:
         self.samplerate = audio.samplerate
         self.block_frames = audio.block_frames
         self.name = f"JACK client {audio.client_name}"
-        self.error: str | None = None
-        self.xruns = 0
         self._client = None
-        self._dead = False
-        self._callbacks = None
+        # written by the compiled notification callbacks (rtcore.JN_*)
+        self._notes = np.zeros(rt.JN_SIZE, dtype=np.int64)
+
+    @property
+    def xruns(self) -> int:
+        """The xruns JACK reported to this client."""
+        return int(self._notes[rt.JN_XRUNS])
+
+    @property
+    def _dead(self) -> bool:
+        return bool(self._notes[rt.JN_DEAD])
+
+    @property
+    def error(self) -> str | None:
+        """Why the server shut the client down, once it has."""
+        if not self._dead:
+            return None
+        reason = self._notes[rt.JN_REASON :].tobytes().split(b"\0", 1)[0]
+        return f"JACK server gone: {reason.decode(errors='replace') or self._notes[rt.JN_CODE]}"
 
     def start(self) -> None:
         try:
@@ -911,6 +908,7 @@ class JackDevice:
             raise DeviceError(f"libjack is not available: {exc}") from None
         lib = jack.lib
         status = ctypes.c_int(0)
+        self.core.new_stream()
         client = lib.jack_client_open(
             self.audio.client_name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status)
         )
@@ -956,20 +954,14 @@ class JackDevice:
         table[rt.J_N_IN], table[rt.J_N_OUT] = n_in, n_out
         table[rt.J_PORTS :] = ports_in + ports_out
 
-        def shutdown(code, reason, arg):
-            self.error = f"JACK server gone: {reason.decode(errors='replace') if reason else code}"
-            self._dead = True
-
-        def xrun(arg):  # JACK's notification thread, not the process thread
-            self.xruns += 1
-            self.core.report_xrun()
-            return 0
-
-        self._callbacks = (_JackShutdown(shutdown), _JackXrun(xrun))
+        notes = self._notes
+        notes[:] = 0
+        notes[rt.JN_CTL] = self.core.ctl.ctypes.data
         lib.jack_set_process_callback(client, rt.c_callback_address(rt.jack_process),
                                       table.ctypes.data)  # fmt: skip
-        lib.jack_on_info_shutdown(client, self._callbacks[0], None)
-        lib.jack_set_xrun_callback(client, self._callbacks[1], None)
+        lib.jack_on_info_shutdown(client, rt.c_callback_address(rt.jack_shutdown),
+                                  notes.ctypes.data)  # fmt: skip
+        lib.jack_set_xrun_callback(client, rt.c_callback_address(rt.jack_xrun), notes.ctypes.data)
         if lib.jack_activate(client) != 0:
             raise DeviceError("jack_activate failed")
         if self.audio.autoconnect:

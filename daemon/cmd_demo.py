@@ -245,6 +245,7 @@ def _realtime(args) -> int:
             _print_surfaces(daemon)
             daemon.run(seconds)
             stats = daemon.stats()
+            device = daemon.device
             master = daemon.core.levels(0)
         finally:
             daemon.close()
@@ -253,9 +254,18 @@ def _realtime(args) -> int:
         print(f"  loudness range      {master.loudness_range_lu:7.2f} LU")
         print(f"  true peak max       {master.true_peak_max_dbtp:7.2f} dBTP")
         print(f"  blocks              {stats['callbacks']} ({stats['xruns']} xruns)")
+        late_wakes = getattr(device, "late_wakes", None)
+        if late_wakes is not None:  # the virtual device tells whose lateness it was
+            print(f"  device thread       woke late {late_wakes} times (the machine's), "
+                  f"{device.late_blocks} outputs late")  # fmt: skip
         print(
             f"  callback time       p50 {stats['p50_pct']:.1f} %, p99 {stats['p99_pct']:.1f} %, "
             f"max {stats['max_pct']:.1f} % of the {stats['period_us']:.0f} µs period"
+        )
+        print(
+            f"  own CPU time        p50 {stats['cpu_p50_pct']:.1f} %, p99.9 "
+            f"{stats['cpu_p999_pct']:.1f} %, max {stats['cpu_max_pct']:.1f} %; "
+            f"{stats['cpu_overlong']} blocks over the period (the daemon's own lateness)"
         )
         print(f"  ready after         {stats['ready_s']:.2f} s")
         return 0

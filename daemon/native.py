@@ -62,49 +62,127 @@ def call_get_buffer(typingctx, fn, port, frames):
 
 
 @intrinsic
-def call_stream_callback(typingctx, fn, input_, output, frames, user_data):
-    """``((PaStreamCallback *) fn)(input_, output, frames, NULL, 0, user_data)`` (portaudio.h)
-    with every pointer an int64 address: one compiled entry serves every device."""
-    sig = types.int32(types.int64, types.int64, types.int64, types.int64, types.int64)
+def call_stream_callback(typingctx, fn, input_, output, frames, status_flags, user_data):
+    """``((PaStreamCallback *) fn)(input_, output, frames, NULL, status_flags, user_data)``
+    (portaudio.h) with every pointer an int64 address: one compiled entry serves every
+    device."""
+    sig = types.int32(types.int64, types.int64, types.int64, types.int64, types.int64,
+                      types.int64)  # fmt: skip
 
     def codegen(context, builder, signature, args):
-        fn_addr, in_addr, out_addr, n, arg_addr = args
+        fn_addr, in_addr, out_addr, n, flags, arg_addr = args
         voidp = ir.IntType(8).as_pointer()
         ulong = ir.IntType(8 * ctypes.sizeof(ctypes.c_ulong))
         fnty = ir.FunctionType(ir.IntType(32), [voidp, voidp, ulong, voidp, ulong, voidp])
         target = builder.inttoptr(fn_addr, fnty.as_pointer())
-        frames_ = builder.trunc(n, ulong) if ulong.width < 64 else n
+
+        def c_ulong(value):
+            return builder.trunc(value, ulong) if ulong.width < 64 else value
+
         return builder.call(target, [builder.inttoptr(in_addr, voidp),
-                                     builder.inttoptr(out_addr, voidp), frames_,
-                                     ir.Constant(voidp, None), ulong(0),
+                                     builder.inttoptr(out_addr, voidp), c_ulong(n),
+                                     ir.Constant(voidp, None), c_ulong(flags),
                                      builder.inttoptr(arg_addr, voidp)])  # fmt: skip
 
     return sig, codegen
 
 
+class Timespec(ctypes.Structure):
+    """``struct timespec`` as the C library lays it out here (``time_t`` and ``long`` are
+    both ``long`` in glibc on every 64-bit target and on 32-bit ones without time64): the
+    intrinsics below build their LLVM struct from these fields, and a test checks the two
+    agree."""
+
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def llvm_struct(struct: type[ctypes.Structure]) -> ir.LiteralStructType:
+    """The LLVM type of a ctypes struct of integer fields (same widths, same order)."""
+    return ir.LiteralStructType([ir.IntType(8 * ctypes.sizeof(t)) for _, t in struct._fields_])
+
+
+_TIMESPEC = llvm_struct(Timespec)
+
+
+def _to_i64(builder, value):
+    i64 = ir.IntType(64)
+    return value if value.type.width == 64 else builder.sext(value, i64)
+
+
 @intrinsic
 def clock_ns(typingctx, fn, clock_id):
     """Nanoseconds from ``clock_gettime(clock_id, &ts)`` called through its address ``fn``
-    (the same clock as ``time.perf_counter_ns`` with CLOCK_MONOTONIC); 0 when ``fn`` is 0."""
+    (with CLOCK_MONOTONIC the clock of ``time.perf_counter_ns``; with
+    CLOCK_THREAD_CPUTIME_ID the calling thread's own CPU time); 0 when ``fn`` is 0."""
     sig = types.int64(types.int64, types.int64)
 
     def codegen(context, builder, signature, args):
         fn_addr, clk = args
         i64 = ir.IntType(64)
-        timespec = ir.LiteralStructType([i64, i64])  # struct timespec on LP64
-        ts = cgutils.alloca_once(builder, timespec)
-        builder.store(ir.Constant(timespec, [0, 0]), ts)
-        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32), timespec.as_pointer()])
+        ts = cgutils.alloca_once(builder, _TIMESPEC)
+        builder.store(ir.Constant(_TIMESPEC, None), ts)
+        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32), _TIMESPEC.as_pointer()])
         result = cgutils.alloca_once_value(builder, i64(0))
         with builder.if_then(builder.icmp_unsigned("!=", fn_addr, i64(0))):
             target = builder.inttoptr(fn_addr, fnty.as_pointer())
             builder.call(target, [builder.trunc(clk, ir.IntType(32)), ts])
-            sec = builder.load(cgutils.gep_inbounds(builder, ts, 0, 0))
-            nsec = builder.load(cgutils.gep_inbounds(builder, ts, 0, 1))
+            sec = _to_i64(builder, builder.load(cgutils.gep_inbounds(builder, ts, 0, 0)))
+            nsec = _to_i64(builder, builder.load(cgutils.gep_inbounds(builder, ts, 0, 1)))
             builder.store(builder.add(builder.mul(sec, i64(1_000_000_000)), nsec), result)
         return builder.load(result)
 
     return sig, codegen
+
+
+@intrinsic
+def sleep_until_ns(typingctx, fn, clock_id, deadline_ns):
+    """``clock_nanosleep(clock_id, TIMER_ABSTIME, &deadline, NULL)`` through its address
+    ``fn``: sleep until the absolute time ``deadline_ns`` on ``clock_id`` (no drift, however
+    late the caller was). Returns its error number (0, or EINTR when a signal woke it)."""
+    sig = types.int64(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        fn_addr, clk, deadline = args
+        i32 = ir.IntType(32)
+        ts = cgutils.alloca_once(builder, _TIMESPEC)
+        billion = ir.Constant(ir.IntType(64), 1_000_000_000)
+        fields = (builder.sdiv(deadline, billion), builder.srem(deadline, billion))
+        for k, value in enumerate(fields):
+            width = _TIMESPEC.elements[k].width
+            builder.store(builder.trunc(value, ir.IntType(width)) if width < 64 else value,
+                          cgutils.gep_inbounds(builder, ts, 0, k))  # fmt: skip
+        tsp = _TIMESPEC.as_pointer()
+        fnty = ir.FunctionType(i32, [i32, i32, tsp, tsp])
+        target = builder.inttoptr(fn_addr, fnty.as_pointer())
+        err = builder.call(target, [builder.trunc(clk, i32), i32(TIMER_ABSTIME), ts,
+                                    ir.Constant(tsp, None)])  # fmt: skip
+        return builder.sext(err, ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def call_int(typingctx, fn):
+    """``((int (*)(void)) fn)()``, e.g. ``gettid`` or ``sched_getcpu`` through its address."""
+    sig = types.int64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        value = builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [])
+        return builder.sext(value, ir.IntType(64))
+
+    return sig, codegen
+
+
+TIMER_ABSTIME = 1  # <time.h>, Linux
+
+
+def libc_address(name: str) -> int:
+    """The address of the C library's function ``name`` (0 where it has none)."""
+    try:
+        return ctypes.cast(getattr(ctypes.CDLL(None), name), ctypes.c_void_p).value or 0
+    except (OSError, AttributeError):
+        return 0
 
 
 # ----------------------------------------------------------------------------------------

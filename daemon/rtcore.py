@@ -8,8 +8,9 @@ callback signature, is the one compiled entry every device calls:
 * PortAudio's callback thread calls it directly, and :func:`jack_process`, a small C
   function that copies JACK's port buffers, calls it through its address: neither enters
   Python, so no control thread can delay them by holding the GIL;
-* :meth:`studiod.daemon.audio.AudioCore.callback` calls it through ctypes, which releases
-  the GIL, for the virtual device's Python thread.
+* :func:`virtual_run`, the virtual device (a thread that keeps time like a sound card),
+  calls it through its address too; :meth:`studiod.daemon.audio.AudioCore.callback` calls
+  it through ctypes (which releases the GIL) for a single block.
 
 (The machine code of the callback, engine included, is then loaded once per process: each
 compiled entry that contains it costs about 24 MB of memory.)
@@ -41,7 +42,14 @@ from studiod.daemon._unpack import (
     unpack_tap,
 )
 from studiod.daemon.loudlog import tap_process
-from studiod.daemon.native import address, call_get_buffer, call_stream_callback, clock_ns
+from studiod.daemon.native import (
+    address,
+    call_get_buffer,
+    call_int,
+    call_stream_callback,
+    clock_ns,
+    sleep_until_ns,
+)
 from studiod.daemon.reference import player_fill
 from studiod.daemon.rtstate import (
     METER_INTERVAL_DONE,
@@ -63,10 +71,13 @@ TIMES_RING = 8192  # callback durations kept for the control thread (~11 s at 64
 
 # table header
 H_CTL = 0  # address of ctl, int64[CTL_SIZE]
-H_TIMES = 1  # address of the callback-duration ring, int64[TIMES_RING] (ns)
+H_TIMES = 1  # address of the callback-duration ring, int64[TIMES_RING] (ns, wall clock)
 H_CLOCK = 2  # address of clock_gettime (0: durations are not measured)
 H_CLOCK_ID = 3  # its clock (CLOCK_MONOTONIC)
 H_MAX_FRAMES = 4  # the engines' block limit: a longer device block is cut
+H_CPU_TIMES = 5  # address of the ring of the callback's own CPU time, int64[TIMES_RING] (ns)
+H_CPU_CLOCK_ID = 6  # the audio thread's CPU clock (CLOCK_THREAD_CPUTIME_ID)
+H_GETTID = 7  # address of gettid (0: the audio thread is not identified)
 HEADER = 8
 # regions
 METERS = HEADER  # master, monitor
@@ -89,7 +100,10 @@ CTL_XRUNS = 6  # blocks that came with an xrun flag
 # ctl: xruns a device reports from another thread (JACK's xrun callback)
 CTL_XRUN_REQ = 7
 CTL_XRUN_ACK = 8
-CTL_SIZE = 9
+# ctl: the audio thread's id (gettid), written by its first block; 0 until then (a device
+# opening a stream resets it: a new stream may call from a new thread)
+CTL_TID = 9
+CTL_SIZE = 10
 
 
 def engines(heard: int, fading: int = -1) -> int:
@@ -250,6 +264,9 @@ def core_block(tab, indata, outdata, frames, flagged):
     device reported an xrun with this block."""
     ctl = carray(address(tab[H_CTL]), (CTL_SIZE,), np.int64)
     t0 = clock_ns(tab[H_CLOCK], tab[H_CLOCK_ID])
+    cpu0 = clock_ns(tab[H_CLOCK], tab[H_CPU_CLOCK_ID])
+    if ctl[CTL_TID] == 0 and tab[H_GETTID] != 0:
+        ctl[CTL_TID] = call_int(tab[H_GETTID])
     ctl[CTL_IN_BLOCK] = 1
     fence()  # the control side sees IN_BLOCK before this block reads the record indices
     req = ctl[CTL_XRUN_REQ]
@@ -283,8 +300,10 @@ def core_block(tab, indata, outdata, frames, flagged):
             _io_out(outd, slot.io, other, sh, m_master, m_monitor, None)
     if old_k >= 0 and sh.fade[0] >= sh.fade[1]:
         ctl[CTL_ENGINES] = slot_k
-    times = carray(address(tab[H_TIMES]), (TIMES_RING,), np.int64)
     count = ctl[CTL_CALLBACKS]
+    cpu_times = carray(address(tab[H_CPU_TIMES]), (TIMES_RING,), np.int64)
+    cpu_times[count % TIMES_RING] = clock_ns(tab[H_CLOCK], tab[H_CPU_CLOCK_ID]) - cpu0
+    times = carray(address(tab[H_TIMES]), (TIMES_RING,), np.int64)
     times[count % TIMES_RING] = clock_ns(tab[H_CLOCK], tab[H_CLOCK_ID]) - t0
     fence()  # everything above happened before the control side sees the block end
     ctl[CTL_CALLBACKS] = count + 1
@@ -358,7 +377,7 @@ def jack_process(nframes, arg):
         buf = carray(call_get_buffer(get_buffer, jt[J_PORTS + c], nframes), (n,), np.float32)
         for i in range(n):
             indata[i, c] = buf[i]
-    call_stream_callback(jt[J_ENTRY], jt[J_IN], jt[J_OUT], n, jt[J_ENTRY_TABLE])
+    call_stream_callback(jt[J_ENTRY], jt[J_IN], jt[J_OUT], n, 0, jt[J_ENTRY_TABLE])
     for c in range(n_out):
         buf = carray(call_get_buffer(get_buffer, jt[J_PORTS + n_in + c], nframes), (n,),
                      np.float32)  # fmt: skip
@@ -367,10 +386,56 @@ def jack_process(nframes, arg):
     return 0
 
 
+# JACK's notifications, compiled too. libjack calls them on the client's notification
+# thread, which must never wait for the GIL: jackd waits for that thread to read each
+# notification, and a thread holding the GIL may be waiting for jackd (python-rtmidi keeps
+# the GIL in jack_port_unregister): a ctypes callback there deadlocked the daemon's stop.
+
+# the notification table (int64) behind their argument
+JN_CTL = 0  # address of the core's ctl (a JACK xrun is counted with the next block)
+JN_XRUNS = 1  # xruns JACK reported
+JN_DEAD = 2  # 1 once the server has shut the client down
+JN_CODE = 3  # its jack_status_t
+JN_REASON = 4  # its reason, NUL-terminated, in the bytes of the slots from here
+JN_REASON_BYTES = 256
+JN_SIZE = JN_REASON + JN_REASON_BYTES // 8
+
+
+def jack_xrun(arg):
+    """``JackXRunCallback``."""
+    jn = carray(arg, (JN_SIZE,), np.int64)
+    jn[JN_XRUNS] += 1
+    ctl = carray(address(jn[JN_CTL]), (CTL_SIZE,), np.int64)
+    ctl[CTL_XRUN_REQ] += 1
+    return 0
+
+
+def jack_shutdown(code, reason, arg):
+    """``JackInfoShutdownCallback``: the server is gone (``reason`` copied, ``code`` kept)."""
+    jn = carray(arg, (JN_SIZE,), np.int64)
+    text = carray(address(jn.ctypes.data + 8 * JN_REASON), (JN_REASON_BYTES,), np.uint8)
+    src = carray(reason, (JN_REASON_BYTES,), np.uint8)
+    i = 0
+    while i < JN_REASON_BYTES - 1 and src[i] != 0:  # never reads past the string's end
+        text[i] = src[i]
+        i += 1
+    text[i] = 0
+    jn[JN_CODE] = code
+    fence()  # the reason is stored before the flag that publishes it
+    jn[JN_DEAD] = 1
+
+
+def jack_silent(message):
+    """libjack's error and info functions: the daemon logs its own lines."""
+
+
 # C's unsigned long: 64 bits on LP64 (Linux, macOS), 32 on Windows and 32-bit ARM
 _C_ULONG = types.uint64 if ctypes.sizeof(ctypes.c_ulong) == 8 else types.uint32
 _SIGNATURES = {
     jack_process: types.int32(types.uint32, types.voidptr),
+    jack_xrun: types.int32(types.voidptr),
+    jack_shutdown: types.none(types.int32, types.voidptr, types.voidptr),
+    jack_silent: types.none(types.voidptr),
     # (input, output, frameCount, timeInfo, statusFlags, userData)
     pa_process: types.int32(
         types.voidptr, types.voidptr, _C_ULONG, types.voidptr, _C_ULONG, types.voidptr
@@ -380,10 +445,82 @@ _compiled: dict = {}
 
 
 def c_callback_address(function) -> int:
-    """The address of :func:`jack_process` or :func:`pa_process` compiled as a C function
-    (compiled, or loaded from numba's cache, on first use)."""
+    """The address of :func:`pa_process`, :func:`jack_process` or a JACK notification
+    compiled as a C function (compiled, or loaded from numba's cache, on first use)."""
     if function not in _compiled:
         compile_ = numba.cfunc(_SIGNATURES[function], nopython=True, cache=True,
                                fastmath=FASTMATH)  # fmt: skip
         _compiled[function] = compile_(function)
     return _compiled[function].address
+
+
+# ----------------------------------------------------------------------------------------
+# The virtual device: a sound card made of a thread, in compiled code
+
+# vctl (int64): the virtual device's switch and counters
+V_RUN = 0  # 1 while the device runs; the control side writes 0 to stop it
+V_BLOCKS = 1  # blocks handed to the callback
+V_LATE_WAKES = 2  # the device thread woke a period or more after its deadline (the OS's)
+V_LATE_BLOCKS = 3  # a block's output was ready after its deadline
+V_TAPPED = 4  # frames written to the tap
+V_SIZE = 5
+
+# PaStreamCallbackFlags (portaudio.h)
+PA_INPUT_OVERFLOW = 0x2
+PA_OUTPUT_UNDERFLOW = 0x4
+
+
+@kernel
+def virtual_run(vctl, entry, entry_arg, indata, outdata, source, tap, clocks, period_ns):
+    """The virtual device's thread, until ``vctl[V_RUN]`` is 0: every ``period_ns`` it loops
+    ``source`` (float32[frames, k], may be empty) into ``indata``, calls the compiled entry
+    ``entry(indata, outdata, frames, NULL, flags, entry_arg)`` and appends ``outdata`` to the
+    ring ``tap`` (may be empty). ``clocks``: (clock_gettime, clock_nanosleep, clock id),
+    or clock_nanosleep 0 to run blocks back to back.
+
+    It keeps time like a duplex interface with two periods of buffering: the block for
+    period k is handed over when its input is complete (an absolute deadline, so lateness
+    never accumulates as drift) and its output is due one period later. A wake-up a period
+    or more late is an input overflow, a late output an output underflow: both are reported
+    to the callback with the next block, as PortAudio does."""
+    n = indata.shape[0]
+    cols = min(indata.shape[1], source.shape[1])
+    length = source.shape[0]
+    size = tap.shape[0]
+    clock_fn, sleep_fn, clock_id = clocks[0], clocks[1], clocks[2]
+    paced = sleep_fn != 0
+    pos = 0
+    flags = 0
+    deadline = clock_ns(clock_fn, clock_id) + period_ns
+    while vctl[V_RUN] != 0:
+        if paced:
+            sleep_until_ns(sleep_fn, clock_id, deadline)  # EINTR: checked below, as late
+            now = clock_ns(clock_fn, clock_id)
+            if now < deadline:
+                continue  # woken early by a signal: sleep again to the same deadline
+            if now - deadline >= period_ns:
+                flags |= PA_INPUT_OVERFLOW
+                vctl[V_LATE_WAKES] += 1
+                deadline = now  # resynchronise, as a device does after an overrun
+        if length > 0:
+            for i in range(n):
+                for c in range(cols):
+                    indata[i, c] = source[pos, c]
+                pos += 1
+                if pos == length:
+                    pos = 0
+        call_stream_callback(entry, indata.ctypes.data, outdata.ctypes.data, n, flags, entry_arg)
+        flags = 0
+        if paced and clock_ns(clock_fn, clock_id) > deadline + period_ns:
+            flags |= PA_OUTPUT_UNDERFLOW
+            vctl[V_LATE_BLOCKS] += 1
+        if size > 0:
+            start = vctl[V_TAPPED]
+            for i in range(n):
+                row = (start + i) % size
+                for c in range(outdata.shape[1]):
+                    tap[row, c] = outdata[i, c]
+            fence()  # the rows are stored before the count that publishes them
+            vctl[V_TAPPED] = start + n
+        vctl[V_BLOCKS] += 1
+        deadline += period_ns

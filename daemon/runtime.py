@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from studiod.controllers.hub import ControlHub
+from studiod.daemon import realtime
 from studiod.daemon.audio import (
     AudioCore,
     DeviceError,
@@ -89,15 +90,7 @@ def default_device_factory(audio, core: AudioCore):
     """A :class:`PortAudioDevice`, :class:`JackDevice` or :class:`VirtualDevice` for
     ``core`` (its device channels ``dev_in``/``dev_out``), by ``audio.backend``."""
     if audio.backend == "virtual":
-        return VirtualDevice(
-            core.callback,
-            audio.samplerate,
-            audio.block_frames,
-            core.dev_in,
-            core.dev_out,
-            realtime=True,
-            priority=audio.realtime_priority,
-        )
+        return VirtualDevice(core, priority=audio.realtime_priority)
     if audio.backend == "jack":
         return JackDevice(audio, core)
     return PortAudioDevice(audio, core)
@@ -221,6 +214,7 @@ class Daemon:
         self._surfaces: ControlSurfaces | None = None
         self._mdns_lock = threading.Lock()  # mDNS restarts run off the control thread
         self._mdns_worker: threading.Thread | None = None
+        self._placement = realtime.Placement()
 
     # ------------------------------------------------------------------------------------
     # hooks
@@ -336,6 +330,7 @@ class Daemon:
         # way, so that a collection (which holds the GIL) stays short.
         gc.collect()
         gc.freeze()
+        realtime.lock_memory()
         self._open_device(first=True)
         self._start_osc()
         self.add_reload_listener(self._reload_surfaces)
@@ -396,13 +391,17 @@ class Daemon:
         self._stop_osc()
         if self.device is not None:
             self._close_device()
+        self._placement.release()
         if self.core is not None:
             t = self.core.timing()
             log.info(
                 "stopped: %d callbacks, %d xruns, callback p50 %.0f µs, p99 %.0f µs, "
-                "p99.9 %.0f µs, max %.0f µs (%.1f %% of the %.0f µs period), device losses %d",
+                "p99.9 %.0f µs, max %.0f µs (%.1f %% of the %.0f µs period); own CPU time "
+                "p50 %.0f µs, p99.9 %.0f µs, max %.0f µs, %d blocks over the period; "
+                "device losses %d",
                 t["callbacks"], t["xruns"], t["p50_us"], t["p99_us"], t["p999_us"],
-                t["max_us"], t["max_pct"], t["period_us"], self.device_losses,
+                t["max_us"], t["max_pct"], t["period_us"], t["cpu_p50_us"], t["cpu_p999_us"],
+                t["cpu_max_us"], t["cpu_overlong"], self.device_losses,
             )  # fmt: skip
         if self.keeper is not None:
             self.keeper.close()
@@ -630,6 +629,7 @@ class Daemon:
             self.reload(self._reload_path)
         self.hub.engine.service()
         self._supervise_device(now)
+        self._placement.follow(self.core.audio_thread_id)
         self._follow_system()
         if self._source_provider is not None:
             try:
@@ -994,7 +994,7 @@ class Daemon:
             f"{self._system or '-':<10} {self._param_text('/monitor/source'):<3}  "
             f"M {_fmt(lv.momentary_lufs)}  S {_fmt(lv.shortterm_lufs)}  "
             f"I {_fmt(lv.integrated_lufs)} LUFS  TP {_fmt(lv.true_peak_max_dbtp, 5)} dBTP  "
-            f"| xruns {t['xruns']}  cb p99 {t['p99_pct']:.0f} %"
+            f"| xruns {t['xruns']} ({t['cpu_overlong']} ours)  cb p99 {t['p99_pct']:.0f} %"
         )
         if self.device_state != "running":
             line += f"  [{self.device_state}]"

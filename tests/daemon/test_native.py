@@ -110,3 +110,31 @@ def test_python_entry_checks_the_arrays_it_hands_over():
         with pytest.raises(ValueError, match="C-contiguous float32"):
             core.callback(bad_in, bad_out, frames, None, None)
     assert core.callbacks == 1
+
+
+def test_jack_notifications_are_compiled_and_keep_what_jack_said():
+    """JACK's xrun and shutdown notifications run without Python (a ctypes callback there
+    waited for the GIL while jackd waited for it: the daemon's stop deadlocked); what they
+    record reaches the device and the next block."""
+    from studiod.daemon.audio import JackDevice
+    from studiod.daemon.config import AudioConfig
+
+    core = _core(1)
+    device = JackDevice(AudioConfig(backend="jack"), core)
+    notes = device._notes
+    notes[rtcore.JN_CTL] = core.ctl.ctypes.data
+    xrun = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)(
+        rtcore.c_callback_address(rtcore.jack_xrun))  # fmt: skip
+    shutdown = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)(
+        rtcore.c_callback_address(rtcore.jack_shutdown))  # fmt: skip
+    assert xrun(notes.ctypes.data) == 0 and xrun(notes.ctypes.data) == 0
+    assert device.xruns == 2 and device.error is None
+    frames = 64
+    core.callback(np.zeros((frames, 1), np.float32), np.zeros((frames, 2), np.float32), frames,
+                  None, None)  # fmt: skip
+    assert core.xruns == 1  # both reported before this block: one xrun counted with it
+    shutdown(0x21, b"JACK server has been closed", notes.ctypes.data)
+    assert device.error == "JACK server gone: JACK server has been closed"
+    assert not device.active
+    shutdown(0x21, b"x" * 1000, notes.ctypes.data)  # a reason longer than the buffer is cut
+    assert device.error == "JACK server gone: " + "x" * (rtcore.JN_REASON_BYTES - 1)

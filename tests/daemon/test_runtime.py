@@ -84,10 +84,7 @@ class Rig:
     def __call__(self, audio, core):
         if self.broken:
             raise DeviceError("no such device (unplugged)")
-        device = VirtualDevice(
-            core.callback, audio.samplerate, audio.block_frames, core.dev_in, core.dev_out,
-            source=self.source, tap_frames=FS,
-        )  # fmt: skip
+        device = VirtualDevice(core, source=self.source, tap_frames=FS)
         self.devices.append(device)
         return device
 

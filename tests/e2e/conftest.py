@@ -177,11 +177,13 @@ class DaemonProcess:
     def stopped_stats(self) -> dict:
         """The figures of the daemon's final "stopped:" log line."""
         match = re.search(r"stopped: (\d+) callbacks, (\d+) xruns.*p99.9 (\d+) µs, max (\d+) µs "
-                          r"\(([\d.]+) % of the (\d+) µs period", self.log())  # fmt: skip
+                          r"\(([\d.]+) % of the (\d+) µs period\); own CPU time p50 (\d+) µs, "
+                          r"p99.9 (\d+) µs, max (\d+) µs", self.log())  # fmt: skip
         assert match, self.log()
         return {"callbacks": int(match[1]), "xruns": int(match[2]), "p999_us": int(match[3]),
                 "max_us": int(match[4]), "max_pct": float(match[5]),
-                "period_us": int(match[6])}  # fmt: skip
+                "period_us": int(match[6]), "cpu_p50_us": int(match[7]),
+                "cpu_p999_us": int(match[8]), "cpu_max_us": int(match[9])}  # fmt: skip
 
     def close(self) -> None:
         self.stop()
