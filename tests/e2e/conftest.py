@@ -4,6 +4,7 @@ JACK peer client that plays into the daemon's inputs and records its outputs."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -21,6 +22,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FS = 48000
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for servers the tests start: the child gets SIGKILL when the test
+    process ends, however it ends (a stale jackd's driver thread would go on waking every
+    period and preempting later tests' realtime threads). prctl(2) PR_SET_PDEATHSIG."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
 
 
 def _wait(predicate, timeout: float, what: str, step: float = 0.05):
@@ -56,6 +64,7 @@ class JackServer:
         self.proc = subprocess.Popen(
             ["jackd", "-d", "dummy", "-r", str(FS), "-p", str(self.period), "-C", "8", "-P", "8"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True).start()
         _wait(lambda: self.run("jack_lsp").returncode == 0, 10.0, "jackd to start")

@@ -20,6 +20,7 @@ from studiod.controllers.mapping import load_profile, shipped_profile_paths
 from studiod.controllers.midi import MidiManager, RtMidiBackend
 from studiod.dsp.engine import Engine
 from studiod.dsp.session import Session
+from tests.e2e.conftest import die_with_parent
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +45,7 @@ def jack_server():
         ["jackd", "-n", name, "-d", "dummy", "-r", str(FS), "-p", "256"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     try:
         end = time.monotonic() + 15
