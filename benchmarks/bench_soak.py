@@ -2,16 +2,22 @@
 OSC messages and 1000 MIDI messages a second arrive from another process.
 
 On JACK (the default where jackd is installed; a dummy-driver server is started) the MIDI
-comes from a JACK MIDI port named like a nanoKONTROL2, the OSC over UDP; jackd's own log
-names every client it found late, and a C client with next to no work (jack_simple_client)
-runs in the same graph, so that a cycle where it was late too counts as a stall of the
-machine rather than of studiod. On the virtual device there is no MIDI transport here, so
-the MIDI half is a thread of ControlHub.set calls (the path the MIDI thread takes), and a
-baseline run of the device with an empty callback shows the machine's own missed deadlines.
+comes from a JACK MIDI port named like a nanoKONTROL2, the OSC over UDP. jackd's own log
+names every client it found late. The fair comparison is a *witness* in the same graph
+(benchmarks/jack_witness.py): a JACK client in compiled code, in its own process, that
+burns per cycle the CPU time of studiod's median callback (calibrated over the first
+seconds). Whatever makes the witness late is the machine's; the last line is the ratio of
+late cycles, ``daemon/witness late cycles: 0.9x`` (goal: at most 1.0). The audio thread's
+involuntary context switches per 1000 cycles, the daemon's and the witness's, come from
+their own counters in /proc.
 
-Reports xruns, the callback's duration (p50/p99/p99.9/max as % of the period), READY time
-with a warm numba cache (a `studiod run` subprocess timed to its sd_notify READY=1), and
-RSS.
+On the virtual device there is no MIDI transport here, so the MIDI half is a thread of
+ControlHub.set calls (the path the MIDI thread takes), and a baseline run of the device on
+a one-channel session shows the machine's own missed deadlines.
+
+Also reports xruns, the callback's duration (p50/p99/p99.9/max as % of the period, wall
+clock and own CPU time), READY time with a warm numba cache (a `studiod run` subprocess
+timed to its sd_notify READY=1), and RSS.
 
     python benchmarks/bench_soak.py [--minutes 10] [--backend jack|virtual] [--rate 1000]
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import os
 import re
 import shutil
@@ -33,10 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from studiod.daemon.audio import VirtualDevice
+from studiod.daemon.audio import AudioCore, VirtualDevice
 from studiod.daemon.config import AudioConfig, Config, LogConfig, StateConfig
+from studiod.daemon.realtime import ThreadCounters, thread_counters
 from studiod.daemon.runtime import Daemon, setup_logging
 from studiod.dsp.demo_session import DEMO_SETTINGS, synthesize
+from studiod.dsp.engine import Engine
 from studiod.dsp.session import ChannelSpec, GroupSpec, MonitorSystemSpec, Session
 
 FS = 48000
@@ -89,8 +98,12 @@ def soak_session() -> Session:
 
 
 def baseline(seconds: float, priority: int) -> int:
-    """Deadline misses of the virtual device with an empty callback."""
-    device = VirtualDevice(lambda *a: None, FS, 64, 0, 8, priority=priority)
+    """Deadline misses of the virtual device on a one-channel session."""
+    session = Session(samplerate=FS, channels=(ChannelSpec("ch1", (1,)),),
+                      systems=(MonitorSystemSpec("studio", (1, 2)),))  # fmt: skip
+    core = AudioCore(Engine(session), AudioConfig(block_frames=64), 1, 2)
+    core.warm_up()
+    device = VirtualDevice(core, priority=priority)
     device.start()
     time.sleep(seconds)
     device.close()
@@ -218,12 +231,13 @@ def hub_flood(hub, rate: float, stop: threading.Event, counts: list) -> None:
 
 
 class Jack:
-    """jackd (dummy driver) with its messages kept, and a C reference client in its graph."""
+    """jackd (dummy driver) with its messages kept, and the witness in its graph."""
 
     LATE = re.compile(
         r"JackEngine::XRun: client = (\S+) was not finished, state = (\w+)|"
         r"JackEngine::XRun: client (\S+) finished after current callback"
     )
+    WITNESS = "witness"
 
     def __init__(self, period: int):
         name = f"studiod-soak-{os.getpid()}"
@@ -236,36 +250,52 @@ class Jack:
         )  # fmt: skip
         threading.Thread(target=self._read, daemon=True).start()
         time.sleep(1.0)
-        self.reference = subprocess.Popen(
-            ["jack_simple_client", "reference"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.witness = None
+        self.witness_tid = 0
+
+    def start_witness(self, burn_us: float) -> None:
+        """The witness client, burning ``burn_us`` of CPU time per cycle."""
+        self.witness = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("jack_witness.py")), self.WITNESS,
+             f"{burn_us:.1f}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(0.5)
+        word, tid = self.witness.stdout.readline().split()
+        assert word == "ready", word
+        self.witness_tid = int(tid)
+
+    def witness_counters(self) -> ThreadCounters:
+        return thread_counters(self.witness_tid, self.witness.pid)
+
+    def stop_witness(self) -> int:
+        """Stop the witness; returns the cycles it ran."""
+        out, _ = self.witness.communicate("", timeout=30)
+        self.witness = None
+        return int(out.split()[-1])
 
     def _read(self) -> None:
         for line in self.server.stderr:
             self.messages.append((time.monotonic(), line))
 
-    def late(self, since: float) -> tuple[dict[str, int], int, dict[str, int]]:
-        """Since ``since``: the cycles in which jackd found studiod late by its state
+    def late(self, since: float) -> dict[str, collections.Counter]:
+        """Since ``since``: per client, the cycles in which jackd found it late, by state
         ("Triggered": its thread was never scheduled; "Running": it had not finished;
-        "Finished": it finished after the deadline), how many of those the reference client
-        was late in too (machine stalls), and the late cycles of every client."""
-        found = []
+        "Finished": it finished after the deadline)."""
+        found: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         for t, line in list(self.messages):
             m = self.LATE.search(line)
             if t >= since and m:
-                found.append((t, m[1] or m[3], m[2] or "Finished"))
-        stalls = [t for t, client, _ in found if client == "reference"]
-        ours = [(t, state) for t, client, state in found if client == "studiod"]
-        in_stalls = sum(1 for t, _ in ours if any(abs(t - u) < 0.5e-3 for u in stalls))
-        by_state = dict(collections.Counter(state for _, state in ours))
-        return by_state, in_stalls, dict(collections.Counter(c for _, c, _ in found))
+                found[m[1] or m[3]][m[2] or "Finished"] += 1
+        return found
 
     def close(self) -> None:
-        for proc in (self.reference, self.server):
-            proc.terminate()
-            proc.wait(timeout=10)
+        if self.witness is not None:
+            self.witness.kill()
+        self.server.terminate()
+        self.server.wait(timeout=10)
+
+
+def per_1000(count: int, cycles: int) -> float:
+    return 1000.0 * count / max(cycles, 1)
 
 
 def main() -> int:
@@ -295,12 +325,6 @@ def main() -> int:
                             realtime_priority=args.priority)  # fmt: skip
         if args.backend == "jack":
             jack = Jack(64)
-            mark = time.monotonic()
-            time.sleep(args.baseline_s)
-            _, _, alone = jack.late(mark)
-            print(f"baseline: the reference C client alone on jackd was late in "
-                  f"{alone.get('reference', 0)} cycles in {args.baseline_s:g} s (the machine "
-                  "itself)")  # fmt: skip
         osc_port = free_udp_port()
         session = soak_session()
         config = Config(
@@ -315,6 +339,11 @@ def main() -> int:
         programme = np.ascontiguousarray(np.tile(tracks[:, :8], (1, 2)))
         daemon = Daemon(config, programme=programme)
         daemon.start()
+        if jack is not None:
+            daemon.run(5.0)  # calibrate the witness on the daemon's own CPU time per block
+            burn_us = daemon.stats()["cpu_p50_us"]
+            jack.start_witness(burn_us)
+            print(f"witness: burns {burn_us:.0f} µs of CPU per cycle (the daemon's median)")
         flood = subprocess.Popen(
             [sys.executable, __file__, "--send", str(osc_port), str(args.rate),
              "1" if jack else "0"],
@@ -332,7 +361,15 @@ def main() -> int:
         samples: list[float] = []  # RSS every 10 s: a leak shows as a slope
         sampler = threading.Thread(target=sample_rss, args=(samples, stop, 10.0), daemon=True)
         sampler.start()
+        audio_before = thread_counters(daemon.core.audio_thread_id)
+        blocks_before = daemon.core.callbacks
+        witness_before = jack.witness_counters() if jack else None
         daemon.run(args.minutes * 60.0)
+        audio_switches = thread_counters(daemon.core.audio_thread_id) - audio_before
+        blocks = daemon.core.callbacks - blocks_before
+        if jack is not None:
+            witness_switches = jack.witness_counters() - witness_before
+            witness_cycles = jack.stop_witness()
         out, _ = flood.communicate("", timeout=60)
         stop.set()
         if hub_thread is not None:
@@ -349,21 +386,36 @@ def main() -> int:
             print(f"{kind:>5}: {sent} changes ({achieved:.0f}/s), {refused} refused")
         print(f"blocks: {stats['callbacks']} in {elapsed:.0f} s; xruns: {stats['xruns']}; "
               f"callbacks longer than the period: {stats['overlong']}")  # fmt: skip
-        blame = ""
-        if jack is not None:
-            by_state, in_stalls, by_client = jack.late(started)
-            blame = (f"; JACK found studiod late in {sum(by_state.values())} cycles "
-                     f"{by_state or ''}, {in_stalls} of them with the reference C client late "
-                     f"too; late cycles by client: {by_client or 'none'}")  # fmt: skip
-            print(blame[2:])
         print(f"callback: p50 {stats['p50_pct']:.1f} %, p99 {stats['p99_pct']:.1f} %, "
               f"p99.9 {stats['p999_pct']:.1f} %, max {stats['max_pct']:.1f} % of the "
-              f"{stats['period_us']:.0f} µs period")  # fmt: skip
+              f"{stats['period_us']:.0f} µs period; own CPU time p50 "
+              f"{stats['cpu_p50_pct']:.1f} %, p99.9 {stats['cpu_p999_pct']:.1f} %, "
+              f"max {stats['cpu_max_pct']:.1f} %")  # fmt: skip
+        faults = audio_switches.minor_faults + audio_switches.major_faults
+        switches = audio_switches.involuntary_switches
+        print(f"audio thread: {per_1000(switches, blocks):.1f} involuntary context switches "
+              f"per 1000 cycles ({switches} in {blocks}), {faults} page faults")  # fmt: skip
+        ratio_line = None
+        if jack is not None:
+            late = jack.late(started)
+            ours, theirs = late.get("studiod", {}), late.get(Jack.WITNESS, {})
+            print(f"witness thread: "
+                  f"{per_1000(witness_switches.involuntary_switches, witness_cycles):.1f} "
+                  f"involuntary context switches per 1000 cycles "
+                  f"({witness_switches.involuntary_switches} in {witness_cycles})")  # fmt: skip
+            print(f"JACK found studiod late in {sum(ours.values())} cycles {dict(ours)}, the "
+                  f"witness in {sum(theirs.values())} {dict(theirs)}; every client: "
+                  f"{ {c: sum(n.values()) for c, n in late.items()} }")  # fmt: skip
+            d, w = sum(ours.values()), sum(theirs.values())
+            ratio = d / w if w else (0.0 if d == 0 else math.inf)
+            ratio_line = f"daemon/witness late cycles: {ratio:.1f}x ({d} / {w})"
         print(f"RSS: {rss:.0f} MB (peak {peak:.0f} MB, private {private:.0f} MB); during the soak "
               + " ".join(f"{mb:.0f}" for mb in samples))  # fmt: skip
-        print(f"soak: {stats['xruns']} xruns in {elapsed:.0f} s{blame}, callback p99.9 "
+        print(f"soak: {stats['xruns']} xruns in {elapsed:.0f} s, callback p99.9 "
               f"{stats['p999_pct']:.1f} % of the period, READY {ready_s:.2f} s, RSS {rss:.0f} MB"
               + (f", baseline {base} missed deadlines" if base is not None else ""))  # fmt: skip
+        if ratio_line is not None:
+            print(ratio_line)
         return 0
     finally:
         if jack is not None:
