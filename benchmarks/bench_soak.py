@@ -319,8 +319,8 @@ def main() -> int:
         print(f"READY with a warm cache: {ready_s:.2f} s")
         base = baseline(args.baseline_s, args.priority) if args.backend == "virtual" else None
         if base is not None:
-            print(f"baseline: {base} missed deadlines in {args.baseline_s:g} s with an empty "
-                  "callback (the machine itself)")  # fmt: skip
+            print(f"baseline: {base} missed deadlines in {args.baseline_s:g} s on a one-channel "
+                  "session (the machine itself)")  # fmt: skip
         audio = AudioConfig(backend=args.backend, block_frames=64,
                             realtime_priority=args.priority)  # fmt: skip
         if args.backend == "jack":
