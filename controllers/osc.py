@@ -53,14 +53,13 @@ import ipaddress
 import itertools
 import logging
 import math
-import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from pythonosc import slip
 from pythonosc.osc_message import OscMessage
@@ -69,8 +68,16 @@ from pythonosc.osc_packet import OscPacket, ParseError
 from pythonosc.parsing import osc_types
 
 from studiod.controllers.hub import Change, ControlHub
+from studiod.controllers.oscpattern import (
+    AddressPattern,
+    AddressTree,
+    PatternTooComplex,
+    WorkBudget,
+    is_pattern,
+)
 from studiod.dsp.engine import QueueFull
 from studiod.dsp.registry import ENUM, TOGGLE, Param, ParamError
+from studiod.dsp.session import unknown_keys
 
 log = logging.getLogger("studiod.osc")
 
@@ -79,8 +86,24 @@ METER_FLOOR_DB = -144.0  # about the dynamic range of 24-bit PCM (6.02 dB * 24)
 MAX_SCHEDULE_S = 60.0  # bundles further in the future are refused
 MAX_SCHEDULED = 4096
 MAX_PATTERN_MATCHES = 4096
+# Pattern matching one datagram may cause, in oscpattern's steps (one token over one name
+# position, about 0.1 µs here); a matched parameter costs STEPS_PER_PARAM (validate, queue,
+# notify). Measured so that the worst datagram we could build stays within 10 ms
+# (tests/controllers/test_osc_hostile.py, benchmarks/bench_control.py).
+MAX_PACKET_STEPS = 20_000
+STEPS_PER_PARAM = 50
 MAX_TCP_FRAME = 65536
+MAX_BUNDLE_DEPTH = 8  # bundles in bundles: legitimate senders nest one or two deep
+_BUNDLE_HEADER = b"#bundle\0"
 MAX_TCP_CLIENTS = 16
+# One host may hold half the TCP slots, so one misbehaving machine cannot fill them all.
+MAX_TCP_PER_HOST = 8
+# A TCP client that sends nothing for this long is closed, unless it is subscribed (then it
+# is a listener, and lives as long as its subscription).
+TCP_IDLE_TIMEOUT_S = 60.0
+# When the slots are full, a new client takes the slot of the connection idle the longest
+# (non-subscribers first), if that one has been idle at least this long.
+TCP_EVICT_IDLE_S = 1.0
 MAX_RATE_CLIENTS = 1024
 ERROR_LOG_INTERVAL_S = 1.0
 SEND_TIMEOUT_S = 0.5
@@ -88,7 +111,6 @@ SEND_TIMEOUT_S = 0.5
 # Type tags a parameter or protocol message may carry. python-osc parses a few more (blobs,
 # MIDI, RGBA, arrays) and skips the ones it does not know; none of them means anything here.
 _ACCEPTED_TAGS = frozenset("ifdhsTF")
-_PATTERN_CHARS = frozenset("?*[]{}")
 ERROR_ADDRESS = "/error"
 METERS_LOUDNESS = "/meters/loudness"
 METERS_CHANNELS = "/meters/channels"
@@ -130,14 +152,19 @@ class OscConfig:
         if self.tcp_port is not None:
             _check_port("tcp_port", self.tcp_port)
         _check_port("oscquery_port", self.oscquery_port)
-        for key in ("rate_limit_hz", "feedback_hz", "meter_hz", "subscribe_ttl_s", "max_ttl_s"):
+        for key, top in _FLOAT_BOUNDS.items():
             value = getattr(self, key)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"osc.{key}: must be a positive number, not {value!r}")
-        for key in ("burst", "max_subscribers"):
+            if not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and 0 < value <= top
+            ):
+                raise ValueError(f"osc.{key}: must be a number in (0, {top:g}], not {value!r}")
+        for key, top in _INT_BOUNDS.items():
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"osc.{key}: must be a positive integer, not {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise ValueError(f"osc.{key}: must be an integer 1…{top}, not {value!r}")
         try:
             socket.getaddrinfo(self.host, None, proto=socket.IPPROTO_UDP)
         except (OSError, UnicodeError) as exc:
@@ -154,7 +181,7 @@ class OscConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"osc: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(unknown_keys("osc", unknown, known))
         values = dict(data)
         if "allow" in values:
             allow = values["allow"]
@@ -168,6 +195,18 @@ class OscConfig:
         if "host" in values and not isinstance(values["host"], str):
             raise ValueError(f"osc.host: must be a string, not {values['host']!r}")
         return cls(**values)
+
+
+# Upper bounds of the [osc] numbers: beyond them a value is a typo, and some would cost
+# memory or a busy thread (a 10 MHz feedback tick).
+_FLOAT_BOUNDS = {
+    "rate_limit_hz": 1e6,
+    "feedback_hz": 1000.0,
+    "meter_hz": 100.0,
+    "subscribe_ttl_s": 86400.0,
+    "max_ttl_s": 7 * 86400.0,
+}
+_INT_BOUNDS = {"burst": 1_000_000, "max_subscribers": 1024}
 
 
 def _check_port(key: str, port: object) -> None:
@@ -224,53 +263,6 @@ def param_argument(param: Param, args: list) -> object:
     if isinstance(arg, bool | str):
         raise ParamError(f"{param.address}: expects a number (f), not {arg!r}")
     return arg
-
-
-@lru_cache(maxsize=256)
-def pattern_regex(pattern: str) -> re.Pattern:
-    """An OSC 1.0 address pattern as a compiled regex (ValueError when malformed).
-
-    OSC 1.0 spec, "OSC Message Dispatching and Pattern Matching": ``?`` one character,
-    ``*`` any run of characters, ``[abc]``/``[a-z]``/``[!abc]`` one of / none of,
-    ``{foo,bar}`` one of the strings; none of them matches ``/``.
-    """
-    out, i, n = ["^"], 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "?":
-            out.append("[^/]")
-        elif c == "*":
-            out.append("[^/]*")
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end < 0:
-                raise ValueError(f"unclosed '[' in {pattern!r}")
-            body = pattern[i + 1 : end]
-            negate = body.startswith("!")
-            if negate:
-                body = body[1:]
-            if not body:
-                raise ValueError(f"empty '[]' in {pattern!r}")
-            chars = "".join("\\" + ch if ch in "\\^]" else ch for ch in body)
-            out.append(f"[{'^' if negate else ''}{chars}]")
-            i = end
-        elif c == "{":
-            end = pattern.find("}", i + 1)
-            if end < 0:
-                raise ValueError(f"unclosed '{{' in {pattern!r}")
-            words = pattern[i + 1 : end].split(",")
-            out.append("(?:" + "|".join(re.escape(w) for w in words) + ")")
-            i = end
-        elif c in "]}":
-            raise ValueError(f"unbalanced {c!r} in {pattern!r}")
-        else:
-            out.append(re.escape(c))
-        i += 1
-    out.append("$")
-    try:
-        return re.compile("".join(out))
-    except re.error as exc:
-        raise ValueError(f"bad pattern {pattern!r}: {exc}") from None
 
 
 def _type_tags(message: OscMessage) -> str:
@@ -348,6 +340,7 @@ class _TcpConnection:
         self.lock = threading.Lock()
         self.closed = False
         self.framing: str | None = None  # "slip" (OSC 1.1) or "size" (OSC 1.0 int32 prefix)
+        self.last_active = time.monotonic()  # last time the client sent anything
         # a client that stops reading must not stall the feedback thread for long
         sock.settimeout(SEND_TIMEOUT_S)
 
@@ -401,6 +394,7 @@ class OscServer:
         self._udp: socketserver.UDPServer | None = None
         self._tcp_server: socketserver.TCPServer | None = None
         self._hub_token: int | None = None
+        self._tree: tuple[object, AddressTree] | None = None
         self.stats = {"received": 0, "applied": 0, "queries": 0, "errors": 0, "limited": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -438,10 +432,7 @@ class OscServer:
             conns = list(self._tcp.values())
         for conn in conns:
             conn.closed = True
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(conn.sock)
         for t in self._threads:
             t.join(timeout=2.0)
         self._threads.clear()
@@ -480,12 +471,17 @@ class OscServer:
         """One datagram (or one SLIP frame) from ``peer``: parse, dispatch, answer."""
         if not data:
             return
+        depth = bundle_depth(data, MAX_BUNDLE_DEPTH)
+        if depth > MAX_BUNDLE_DEPTH:
+            self._refuse(peer, "", f"bundles nested more than {MAX_BUNDLE_DEPTH} deep")
+            return
         try:
             packet = OscPacket(data)
-        except (ParseError, ValueError, IndexError, OverflowError) as exc:
+        except (ParseError, ValueError, IndexError, OverflowError, RecursionError) as exc:
             self._refuse(peer, "", f"malformed packet: {exc}")
             return
         now_wall = time.time()
+        budget = WorkBudget(MAX_PACKET_STEPS)
         for timed in packet.messages:
             self.stats["received"] += 1
             if not self._limiter.allow(peer.host, time.monotonic()):
@@ -496,7 +492,7 @@ class OscServer:
             if delay > 0.0005:
                 self._schedule(delay, peer, timed.message)
             else:
-                self._dispatch(timed.message, peer)
+                self._dispatch(timed.message, peer, budget)
 
     def _schedule(self, delay: float, peer: Peer, message: OscMessage) -> None:
         if delay > MAX_SCHEDULE_S:
@@ -513,7 +509,7 @@ class OscServer:
         if full:
             self._refuse(peer, message.address, "too many scheduled bundles")
 
-    def _dispatch(self, message: OscMessage, peer: Peer) -> None:
+    def _dispatch(self, message: OscMessage, peer: Peer, budget: WorkBudget | None = None) -> None:
         address = message.address
         try:
             tags = _type_tags(message)
@@ -534,8 +530,8 @@ class OscServer:
                 self._refuse(peer, address, "meters are read-only (send no argument to query)")
             else:
                 self._answer_meters(peer, address)
-        elif _PATTERN_CHARS.intersection(address):
-            self._dispatch_pattern(address, args, peer)
+        elif is_pattern(address):
+            self._dispatch_pattern(address, args, peer, budget)
         else:
             self._dispatch_param(address, args, peer)
 
@@ -558,18 +554,33 @@ class OscServer:
         except QueueFull as exc:
             self._refuse(peer, address, f"engine busy: {exc}")
 
-    def _dispatch_pattern(self, pattern: str, args: list, peer: Peer) -> None:
+    def _dispatch_pattern(
+        self, pattern: str, args: list, peer: Peer, budget: WorkBudget | None
+    ) -> None:
+        if budget is None:  # a scheduled message: its own budget, as a datagram of one
+            budget = WorkBudget(MAX_PACKET_STEPS)
         try:
-            regex = pattern_regex(pattern)
-        except ValueError as exc:
+            matches = self._address_tree().match(
+                AddressPattern.parse(pattern, budget), budget, MAX_PATTERN_MATCHES
+            )
+            # every parameter a pattern touches costs as much as matching a long segment
+            budget.spend(len(matches) * STEPS_PER_PARAM)
+        except (ValueError, PatternTooComplex) as exc:
             self._refuse(peer, pattern, str(exc))
             return
-        matches = [p for p in self.hub.registry if regex.match(p.address)]
         if not matches:
             self._refuse(peer, pattern, "pattern matches no address")
             return
-        for param in matches[:MAX_PATTERN_MATCHES]:
-            self._dispatch_param(param.address, args, peer)
+        for address in matches:
+            self._dispatch_param(address, args, peer)
+
+    def _address_tree(self) -> AddressTree:
+        """The registry's addresses as a segment tree, rebuilt when the registry changes."""
+        registry = self.hub.registry
+        tree = self._tree
+        if tree is None or tree[0] is not registry:
+            tree = self._tree = (registry, AddressTree(p.address for p in registry))
+        return tree[1]
 
     # -- subscriptions --------------------------------------------------------------------------
     def _subscribe(self, peer: Peer, args: list) -> None:
@@ -769,19 +780,39 @@ class OscServer:
         and feedback use the client's framing."""
         conn = _TcpConnection(sock, peer)
         with self._lock:
-            if len(self._tcp) >= MAX_TCP_CLIENTS:
-                log.warning("osc: %s refused: %d TCP clients already", peer, MAX_TCP_CLIENTS)
-                return
-            self._tcp[peer] = conn
+            room, victim = self._tcp_room(peer.host)
+            if room:
+                if victim is not None:
+                    self._drop_tcp(victim)
+                self._tcp[peer] = conn
+        if not room:
+            log.warning(
+                "osc: %s refused: %d TCP clients (%d per host), none idle",
+                peer,
+                MAX_TCP_CLIENTS,
+                MAX_TCP_PER_HOST,
+            )
+            return
+        if victim is not None:
+            log.info("osc: %s closed (idle) to make room for %s", victim.peer, peer)
+            _shutdown(victim.sock)
         buffer = bytearray()
         try:
             while not self._stop.is_set() and not conn.closed:
                 try:
                     chunk = sock.recv(65536)
                 except TimeoutError:
-                    continue  # idle client: look at the stop flag, keep waiting
+                    # idle client: look at the stop flag and the idle time, keep waiting
+                    if time.monotonic() - conn.last_active > TCP_IDLE_TIMEOUT_S:
+                        with self._lock:
+                            listener = peer in self._subs
+                        if not listener:
+                            log.info("osc: %s closed: idle for %g s", peer, TCP_IDLE_TIMEOUT_S)
+                            break
+                    continue
                 if not chunk:
                     break
+                conn.last_active = time.monotonic()
                 if conn.framing is None:
                     conn.framing = "slip" if chunk[:1] == slip.END else "size"
                 buffer += chunk
@@ -799,8 +830,31 @@ class OscServer:
         finally:
             conn.closed = True
             with self._lock:
-                self._tcp.pop(peer, None)
-                self._subs.pop(peer, None)
+                self._drop_tcp(conn)
+
+    def _tcp_room(self, host: str) -> tuple[bool, _TcpConnection | None]:
+        """(room for a new TCP client from ``host``, the connection to close for it). Caller
+        holds the lock."""
+        conns = list(self._tcp.values())
+        same_host = [c for c in conns if c.peer.host == host]
+        if len(same_host) >= MAX_TCP_PER_HOST:
+            pool = same_host
+        elif len(conns) >= MAX_TCP_CLIENTS:
+            pool = conns
+        else:
+            return True, None
+        now = time.monotonic()
+        idle = [c for c in pool if now - c.last_active >= TCP_EVICT_IDLE_S]
+        if not idle:
+            return False, None
+        return True, min(idle, key=lambda c: (c.peer in self._subs, c.last_active))
+
+    def _drop_tcp(self, conn: _TcpConnection) -> None:
+        """Forget a TCP connection and its subscription. Caller holds the lock."""
+        conn.closed = True
+        if self._tcp.get(conn.peer) is conn:
+            del self._tcp[conn.peer]
+        self._subs.pop(conn.peer, None)
 
 
 def _split_frames(framing: str, buffer: bytearray) -> tuple[list, bytearray | None]:
@@ -829,6 +883,30 @@ def _split_frames(framing: str, buffer: bytearray) -> tuple[list, bytearray | No
     return frames, buffer[pos:]
 
 
+def bundle_depth(data: bytes, limit: int) -> int:
+    """How deeply bundles nest in a datagram (0: a message), counted without recursion and
+    without parsing more than the bundle headers; stops counting past ``limit``.
+
+    OSC 1.0 bundle: "#bundle\\0", an 8-byte time tag, then elements, each an int32 size and
+    that many bytes (a message or a bundle). python-osc parses nested bundles recursively,
+    so a datagram of ~1000 nested bundles raised RecursionError there."""
+    deepest = 0
+    stack = [(0, len(data), 1)]  # (start, end, depth) of bundles still to scan
+    while stack:
+        start, end, depth = stack.pop()
+        if data[start : start + 8] != _BUNDLE_HEADER:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        pos = start + 16
+        while pos + 4 <= end:
+            size = int.from_bytes(data[pos : pos + 4], "big")
+            stack.append((pos + 4, min(pos + 4 + size, end), depth + 1))
+            pos += 4 + size
+    return deepest
+
+
 def meter_db(value: object) -> float:
     """A meter reading in dB for OSC: not finite or below METER_FLOOR_DB -> the floor."""
     try:
@@ -838,6 +916,14 @@ def meter_db(value: object) -> float:
     if not math.isfinite(number) or number < METER_FLOOR_DB:
         return METER_FLOOR_DB
     return number
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """End a TCP connection both ways; its thread's recv() returns at once."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -880,7 +966,7 @@ class _UdpServer(socketserver.UDPServer):
         super().__init__(address, _UdpHandler)
 
     def handle_error(self, request, client_address) -> None:
-        log.exception("osc: error handling a packet from %s", client_address)
+        _log_internal_error("a packet from", client_address)
 
 
 class _TcpHandler(socketserver.BaseRequestHandler):
@@ -903,4 +989,11 @@ class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         super().__init__(address, _TcpHandler)
 
     def handle_error(self, request, client_address) -> None:
-        log.exception("osc: error on the TCP connection from %s", client_address)
+        _log_internal_error("the TCP connection from", client_address)
+
+
+def _log_internal_error(what: str, client_address) -> None:
+    """One line for an exception that escaped a handler (a bug: every known refusal is
+    answered with /error before this), never socketserver's traceback on stderr."""
+    exc = sys.exc_info()[1]
+    log.error("osc: internal error on %s %s: %s: %s", what, client_address, type(exc).__name__, exc)
