@@ -58,13 +58,13 @@ import socketserver
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from pythonosc import slip
+from pythonosc import osc_message, slip
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket, ParseError
+from pythonosc.osc_packet import ParseError
 from pythonosc.parsing import osc_types
 
 from studiod.controllers.hub import Change, ControlHub
@@ -86,12 +86,15 @@ METER_FLOOR_DB = -144.0  # about the dynamic range of 24-bit PCM (6.02 dB * 24)
 MAX_SCHEDULE_S = 60.0  # bundles further in the future are refused
 MAX_SCHEDULED = 4096
 MAX_PATTERN_MATCHES = 4096
-# Pattern matching one datagram may cause, in oscpattern's steps (one token over one name
-# position, about 0.1 µs here); a matched parameter costs STEPS_PER_PARAM (validate, queue,
-# notify). Measured so that the worst datagram we could build stays within 10 ms
-# (tests/controllers/test_osc_hostile.py, benchmarks/bench_control.py).
-MAX_PACKET_STEPS = 20_000
-STEPS_PER_PARAM = 50
+# The work one datagram may cause, in oscpattern's steps (one token over one name position,
+# about 0.1 µs on a Raspberry Pi 4-class core): each message, each parameter a pattern
+# touches and the matching itself pay into one budget per datagram; the rest of a datagram
+# that spends it is refused with one /error. Chosen so that the worst datagrams we could
+# build stay within 10 ms (benchmarks/bench_hostile.py) while a bundle of up to 100 messages,
+# or a pattern over a few hundred parameters, goes through.
+MAX_PACKET_STEPS = 40_000
+STEPS_PER_PARAM = 150
+STEPS_PER_MESSAGE = 400  # parse one message and answer it (a value or an /error): ~40 µs
 MAX_TCP_FRAME = 65536
 MAX_BUNDLE_DEPTH = 8  # bundles in bundles: legitimate senders nest one or two deep
 _BUNDLE_HEADER = b"#bundle\0"
@@ -408,6 +411,7 @@ class OscServer:
             self._tcp_server = _TcpServer((self.config.host, tcp_port), self, family)
             self._threads.append(_thread("osc-tcp", self._tcp_server.serve_forever, 0.1))
         self._hub_token = self.hub.subscribe(self._on_change)
+        self._address_tree()  # built now, not by the first pattern that arrives
         self._threads.append(_thread("osc-feedback", self._sender_loop))
         log.info(
             "osc: listening on udp %s:%d%s",
@@ -468,31 +472,40 @@ class OscServer:
         return any(ip in net for net in self._networks)
 
     def handle_packet(self, data: bytes, peer: Peer) -> None:
-        """One datagram (or one SLIP frame) from ``peer``: parse, dispatch, answer."""
+        """One datagram (or one SLIP frame) from ``peer``: parse, dispatch, answer.
+
+        Messages are parsed one at a time as they are dispatched, each paying into the
+        packet's WorkBudget; when it runs out, the rest of the packet is refused with one
+        /error, so no datagram can keep this thread for long."""
         if not data:
-            return
-        depth = bundle_depth(data, MAX_BUNDLE_DEPTH)
-        if depth > MAX_BUNDLE_DEPTH:
-            self._refuse(peer, "", f"bundles nested more than {MAX_BUNDLE_DEPTH} deep")
-            return
-        try:
-            packet = OscPacket(data)
-        except (ParseError, ValueError, IndexError, OverflowError, RecursionError) as exc:
-            self._refuse(peer, "", f"malformed packet: {exc}")
             return
         now_wall = time.time()
         budget = WorkBudget(MAX_PACKET_STEPS)
-        for timed in packet.messages:
-            self.stats["received"] += 1
-            if not self._limiter.allow(peer.host, time.monotonic()):
-                self.stats["limited"] += 1
-                self._refuse(peer, timed.message.address, "rate limit exceeded", limited=True)
-                continue
-            delay = timed.time - now_wall
-            if delay > 0.0005:
-                self._schedule(delay, peer, timed.message)
-            else:
-                self._dispatch(timed.message, peer, budget)
+        address = ""
+        try:
+            for time_tag, dgram in packet_messages(data, MAX_BUNDLE_DEPTH):
+                budget.spend(STEPS_PER_MESSAGE)
+                self.stats["received"] += 1
+                try:
+                    message = OscMessage(dgram)
+                except (ParseError, osc_message.ParseError, ValueError, IndexError) as exc:
+                    self._refuse(peer, "", f"malformed message: {exc}")
+                    continue
+                address = message.address
+                if not self._limiter.allow(peer.host, time.monotonic()):
+                    self.stats["limited"] += 1
+                    self._refuse(peer, address, "rate limit exceeded", limited=True)
+                    continue
+                delay = 0.0 if time_tag is None else time_tag - now_wall
+                if delay > 0.0005:
+                    self._schedule(delay, peer, message)
+                else:
+                    self._dispatch(message, peer, budget)
+                address = ""
+        except PacketError as exc:
+            self._refuse(peer, "", f"malformed packet: {exc}")
+        except PatternTooComplex as exc:
+            self._refuse(peer, address, f"{exc}; the rest of the packet was not processed")
 
     def _schedule(self, delay: float, peer: Peer, message: OscMessage) -> None:
         if delay > MAX_SCHEDULE_S:
@@ -557,15 +570,21 @@ class OscServer:
     def _dispatch_pattern(
         self, pattern: str, args: list, peer: Peer, budget: WorkBudget | None
     ) -> None:
-        if budget is None:  # a scheduled message: its own budget, as a datagram of one
+        own = budget is None  # a scheduled message: its own budget, as a datagram of one
+        if budget is None:
             budget = WorkBudget(MAX_PACKET_STEPS)
         try:
             matches = self._address_tree().match(
                 AddressPattern.parse(pattern, budget), budget, MAX_PATTERN_MATCHES
             )
-            # every parameter a pattern touches costs as much as matching a long segment
+            # every parameter a pattern touches is validated and queued or answered
             budget.spend(len(matches) * STEPS_PER_PARAM)
-        except (ValueError, PatternTooComplex) as exc:
+        except ValueError as exc:
+            self._refuse(peer, pattern, str(exc))
+            return
+        except PatternTooComplex as exc:
+            if not own:
+                raise  # handle_packet refuses the rest of the packet once
             self._refuse(peer, pattern, str(exc))
             return
         if not matches:
@@ -883,28 +902,58 @@ def _split_frames(framing: str, buffer: bytearray) -> tuple[list, bytearray | No
     return frames, buffer[pos:]
 
 
-def bundle_depth(data: bytes, limit: int) -> int:
-    """How deeply bundles nest in a datagram (0: a message), counted without recursion and
-    without parsing more than the bundle headers; stops counting past ``limit``.
+class PacketError(ValueError):
+    """A datagram whose bundle structure is broken or nested too deeply."""
 
-    OSC 1.0 bundle: "#bundle\\0", an 8-byte time tag, then elements, each an int32 size and
-    that many bytes (a message or a bundle). python-osc parses nested bundles recursively,
-    so a datagram of ~1000 nested bundles raised RecursionError there."""
-    deepest = 0
-    stack = [(0, len(data), 1)]  # (start, end, depth) of bundles still to scan
+
+_IMMEDIATELY = b"\0\0\0\0\0\0\0\1"
+_NTP_TO_UNIX_S = 2_208_988_800  # 1900-01-01 to 1970-01-01 (RFC 5905)
+
+
+def packet_messages(data: bytes, max_depth: int) -> Iterator[tuple[float | None, bytes]]:
+    """(time tag as Unix seconds, or None for "immediately"; message datagram) for every
+    message of an OSC packet, in the order they appear, one at a time.
+
+    OSC 1.0 bundle: "#bundle\\0", an 8-byte NTP time tag, then elements, each an int32 size
+    and that many bytes (a message or a bundle). Walked without recursion and lazily: python-
+    osc's parser recurses (RecursionError at ~1000 levels), parses a whole 64 KB bundle
+    before the first message can be refused, and loops for ever on a negative element size.
+    Raises PacketError for a broken structure or bundles nested more than ``max_depth``."""
+    if not data.startswith(_BUNDLE_HEADER):
+        if not data.startswith(b"/"):
+            raise PacketError("not an OSC message or bundle")
+        yield None, data
+        return
+    stack = [_open_bundle(data, 1, max_depth)]  # [bundle, next element's byte, depth, tag]
     while stack:
-        start, end, depth = stack.pop()
-        if data[start : start + 8] != _BUNDLE_HEADER:
+        frame = stack[-1]
+        bundle, pos, depth, tag = frame
+        if pos >= len(bundle):
+            stack.pop()
             continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        pos = start + 16
-        while pos + 4 <= end:
-            size = int.from_bytes(data[pos : pos + 4], "big")
-            stack.append((pos + 4, min(pos + 4 + size, end), depth + 1))
-            pos += 4 + size
-    return deepest
+        if pos + 4 > len(bundle):
+            raise PacketError(f"element size cut off at byte {pos}")
+        size = int.from_bytes(bundle[pos : pos + 4], "big", signed=True)
+        if size < 0 or pos + 4 + size > len(bundle):
+            raise PacketError(f"element size {size} at byte {pos} is past the end")
+        element = bundle[pos + 4 : pos + 4 + size]
+        frame[1] = pos + 4 + size
+        if element.startswith(_BUNDLE_HEADER):
+            stack.append(_open_bundle(element, depth + 1, max_depth))
+        elif element.startswith(b"/"):
+            yield tag, element
+        else:
+            raise PacketError(f"element at byte {pos + 4} is not a message or bundle")
+
+
+def _open_bundle(bundle: bytes, depth: int, max_depth: int) -> list:
+    if depth > max_depth:
+        raise PacketError(f"bundles nested more than {max_depth} deep")
+    if len(bundle) < 16:
+        raise PacketError("bundle shorter than its header")
+    raw = bundle[8:16]
+    tag = None if raw == _IMMEDIATELY else int.from_bytes(raw, "big") / 2**32 - _NTP_TO_UNIX_S
+    return [bundle, 16, depth, tag]
 
 
 def meter_db(value: object) -> float:

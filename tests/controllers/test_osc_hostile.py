@@ -18,7 +18,13 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from studiod.controllers import osc as osc_module
 from studiod.controllers.hub import ControlHub
-from studiod.controllers.osc import MAX_BUNDLE_DEPTH, OscConfig, OscServer, bundle_depth
+from studiod.controllers.osc import (
+    MAX_BUNDLE_DEPTH,
+    OscConfig,
+    OscServer,
+    PacketError,
+    packet_messages,
+)
 from studiod.controllers.oscpattern import (
     MAX_PATTERN_LENGTH,
     AddressPattern,
@@ -192,12 +198,11 @@ def test_a_wildcard_storm_is_answered_and_the_server_keeps_answering(server, cli
     assert len(bundle) <= 65_507
     _send(client, osc, bundle)
     replies = _receive_all(client, 0.5)
-    reasons = {m.params[1] for m in replies if m.address == "/error"}
-    assert reasons <= {
-        "pattern matches no address",
-        "pattern matching exceeds the work limit of one packet",
-    }
-    assert "pattern matching exceeds the work limit of one packet" in reasons
+    errors = [m.params[1] for m in replies if m.address == "/error"]
+    limit = "pattern matching exceeds the work limit of one packet; the rest of the packet"
+    # each message is answered until the packet's budget is spent, then one answer for the rest
+    assert errors[-1].startswith(limit) and sum(e.startswith(limit) for e in errors) == 1
+    assert set(errors[:-1]) == {"pattern matches no address"}
     _still_answers(client, osc)
     _no_traceback(caplog)
 
@@ -259,7 +264,7 @@ def test_deeply_nested_bundles_are_refused_in_one_line(server, client, caplog):
     inner = _message("/ch/1/fader", (-3.0, "f"))
     for _ in range(MAX_BUNDLE_DEPTH):
         inner = _bundle(inner)
-    assert bundle_depth(inner, 100) == MAX_BUNDLE_DEPTH
+    assert len(list(packet_messages(inner, MAX_BUNDLE_DEPTH))) == 1
     _send(client, osc, inner)  # the deepest accepted nesting still works
     _still_answers(client, osc)
     assert engine.registry.get("/ch/1/fader") == -3.0
@@ -277,11 +282,32 @@ def test_deeply_nested_bundles_are_refused_in_one_line(server, client, caplog):
     _no_traceback(caplog)
 
 
-def test_bundle_depth_survives_garbage_sizes():
-    # a size past the end: the element is what is left (a bundle header counts, cut or not)
-    assert bundle_depth(b"#bundle\0" + b"\0" * 8 + b"\x7f\xff\xff\xff#bundle\0", 8) == 2
-    assert bundle_depth(b"#bundle\0" + b"\0" * 8 + b"\xff\xff\xff\xff", 8) == 1
-    assert bundle_depth(_raw_message("/x", "", b""), 8) == 0
+def test_packet_walk_refuses_broken_structure_without_looping():
+    head = b"#bundle\0" + b"\0" * 7 + b"\1"
+    for data, reason in [
+        (head + b"\x7f\xff\xff\xff#bundle\0", "past the end"),
+        # python-osc's parser loops for ever on this 20-byte datagram (a negative size)
+        (head + b"\xff\xff\xff\xfc", "past the end"),
+        (head + b"\0\0", "cut off"),
+        (head + b"\0\0\0\4abcd", "not a message or bundle"),
+        (b"#bundle\0\0", "shorter than its header"),
+        (b"garbage", "not an OSC message"),
+    ]:
+        with pytest.raises(PacketError, match=reason):
+            list(packet_messages(data, MAX_BUNDLE_DEPTH))
+
+
+def test_packet_walk_keeps_the_order_and_time_tags():
+    def msg(n):
+        return _message(f"/m/{n}")
+
+    later = b"#bundle\0" + struct.pack(">Q", (2_208_988_800 + 1000) << 32)
+    inner = later + struct.pack(">i", len(msg(2))) + msg(2) + struct.pack(">i", len(msg(3)))
+    inner += msg(3)
+    packet = _bundle(msg(1), inner, msg(4))
+    walked = list(packet_messages(packet, MAX_BUNDLE_DEPTH))
+    assert [OscMessage(d).address for _, d in walked] == ["/m/1", "/m/2", "/m/3", "/m/4"]
+    assert [t for t, _ in walked] == [None, 1000.0, 1000.0, None]
 
 
 # -- TCP: idle connections cannot lock others out ------------------------------------------------
