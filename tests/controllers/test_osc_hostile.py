@@ -32,6 +32,7 @@ from studiod.controllers.oscpattern import (
     PatternTooComplex,
     WorkBudget,
 )
+from studiod.controllers.oscquery import OscQueryServer
 from studiod.dsp.engine import Engine
 from studiod.dsp.registry import ENUM, FADER, TOGGLE
 from studiod.dsp.session import default_session
@@ -376,3 +377,23 @@ def test_an_idle_tcp_client_is_closed_but_a_subscriber_is_not(tcp_server, monkey
         listener.sendall(struct.pack(">i", len(dgram)) + dgram)
         assert _closed_by_server(idle, 3.0)
         assert not _closed_by_server(listener, 1.0)
+
+
+# -- OSCQuery: clients that vanish ----------------------------------------------------------------
+def test_vanished_http_clients_are_closed_without_a_traceback(capfd, caplog):
+    """Clients that send a request and reset the connection before the answer (a phone
+    locking its screen): socketserver used to print a BrokenPipeError traceback for each."""
+    hub = ControlHub(Engine(default_session(3)))
+    with OscQueryServer(hub, port=0) as server, caplog.at_level(logging.DEBUG, "studiod"):
+        for _ in range(40):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # with linger 0: a reset, not a polite close
+        with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S) as sock:
+            sock.sendall(b"GET /ch/1/fader?VALUE HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    assert "Traceback" not in capfd.readouterr().err
+    _no_traceback(caplog)
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not failures, [r.getMessage() for r in failures]
