@@ -294,8 +294,16 @@ class FileAnalysis:
     meter: LoudnessMeter
 
 
-def analyze_file(path: str | Path, progress: Progress | None = None) -> FileAnalysis:
-    """Stream ``path`` through the BS.1770-4 meter (constant memory for any length)."""
+def analyze_file(
+    path: str | Path, progress: Progress | None = None, finite_only: bool = False
+) -> FileAnalysis:
+    """Stream ``path`` through the BS.1770-4 meter (constant memory for any length).
+
+    A float file may hold NaN or infinite samples; no loudness is defined for them (the
+    meter's sums would be NaN, and a NaN reading must never pass for silence). Such a file
+    raises AudioFileError naming the first bad sample, unless ``finite_only``: then each
+    non-finite sample is measured as silence (0.0) and the readings count them in
+    ``nonfinite_samples``."""
     with open_audio(path) as f:
         channels, samplerate, frames = f.channels, f.samplerate, f.frames
         if channels not in loudness.DEFAULT_LAYOUT:
@@ -309,9 +317,21 @@ def analyze_file(path: str | Path, progress: Progress | None = None) -> FileAnal
             raise AudioFileError(f"{path}: {exc}") from None
         if progress:
             progress.relabel(Path(path).name, frames)
-        done = 0
+        done = nonfinite = 0
         try:
             for block in f.blocks(READ_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                bad = ~np.isfinite(block)
+                if bad.any():
+                    if not finite_only:
+                        frame, channel = np.argwhere(bad)[0]
+                        raise AudioFileError(
+                            f"{path}: sample {done + frame} of channel {channel + 1} is "
+                            f"{block[frame, channel]}: no loudness is defined for a file with "
+                            "NaN or infinite samples (--finite-only measures the others, "
+                            "counting the bad ones as silence)"
+                        )
+                    nonfinite += int(bad.sum())
+                    block = np.where(bad, np.float32(0.0), block)
                 meter.process(block)
                 done += len(block)
                 if progress:
@@ -331,6 +351,7 @@ def analyze_file(path: str | Path, progress: Progress | None = None) -> FileAnal
         "momentary_max_lufs": finite_or_none(r["momentary_max_lufs"]),
         "short_term_max_lufs": finite_or_none(r["shortterm_max_lufs"]),
         "correlation": finite_or_none(r["correlation"]),
+        "nonfinite_samples": nonfinite,
     }
     return FileAnalysis(readings, meter)
 
