@@ -43,3 +43,26 @@ def test_a_bad_sample_mid_file_leaves_the_old_output(tmp_path):
         master_file(src, out, MasterOptions(preset=PRESETS["spotify"]))
     assert out.read_bytes() == b"the previous master"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "out.wav"]
+
+
+def test_render_leaves_no_scratch_file_and_refuses_a_nan_stem(tmp_path, capsys):
+    """``render`` mixes to a scratch file beside OUT (two passes, memory flat with length):
+    gone after success and after a failure; a NaN in a stem is refused by name."""
+    from studiod.daemon.cli import main
+    from tests.daemon.test_render import SIMPLE, _stems, _write_session
+
+    stems = _stems(tmp_path / "stems")
+    session = _write_session(tmp_path / "s.toml", SIMPLE)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = ["render", str(session), str(out_dir / "pre.wav"), "--master", "spotify"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["pre-master.wav", "pre.wav"]
+    kick, fs = sf.read(stems["kick"], dtype="float32")
+    kick[len(kick) // 2] = np.nan
+    sf.write(stems["kick"], kick, fs, subtype="FLOAT")
+    (out_dir / "pre.wav").unlink()
+    (out_dir / "pre-master.wav").unlink()
+    assert main(args) == 1
+    assert f"{stems['kick']}: contains NaN or infinite samples" in capsys.readouterr().err
+    assert list(out_dir.iterdir()) == []
