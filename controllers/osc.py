@@ -109,6 +109,7 @@ TCP_IDLE_TIMEOUT_S = 60.0
 TCP_EVICT_IDLE_S = 1.0
 MAX_RATE_CLIENTS = 1024
 ERROR_LOG_INTERVAL_S = 1.0
+MAX_LOG_LINES_PER_S = 20  # refusals logged in all, whatever the number of client hosts
 SEND_TIMEOUT_S = 0.5
 
 # Type tags a parameter or protocol message may carry. python-osc parses a few more (blobs,
@@ -392,6 +393,7 @@ class OscServer:
         self._scheduled: list[tuple[float, int, Peer, OscMessage]] = []
         self._seq = itertools.count()
         self._error_log: dict[str, tuple[float, int]] = {}
+        self._log_window = (-math.inf, 0)  # (start of this second, lines logged in it)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._udp: socketserver.UDPServer | None = None
@@ -680,35 +682,38 @@ class OscServer:
         """Answer /error to the sender (rate-limit errors at most once a second) and log
         once per client per second."""
         self.stats["errors"] += 1
-        now = time.monotonic()
-        key = f"{peer.transport}:{peer.host}"
-        with self._lock:
-            last, suppressed = self._error_log.get(key, (-math.inf, 0))
-            due = now - last >= ERROR_LOG_INTERVAL_S
-            if due:
-                if len(self._error_log) >= MAX_RATE_CLIENTS:
-                    self._error_log.clear()
-                self._error_log[key] = (now, 0)
-            else:
-                self._error_log[key] = (last, suppressed + 1)
-        if due:
-            more = f" ({suppressed} more since)" if suppressed else ""
-            log.warning("osc: %s %s: %s%s", peer, address or "(packet)", reason, more)
+        due = self._log_limited(
+            f"{peer.transport}:{peer.host}", "osc: %s %s: %s", peer, address or "(packet)", reason
+        )
         if limited and not due:
             return
         self._reply(peer, build_message(ERROR_ADDRESS, [address, reason]))
 
     def _refuse_quietly(self, peer: Peer) -> None:
         """A client outside the allow-list gets no answer (no reflection), one log line a second."""
+        self._log_limited(f"denied:{peer.host}", "osc: %s is not in the allow-list: ignored", peer)
+
+    def _log_limited(self, key: str, fmt: str, *args, level: int = logging.WARNING) -> bool:
+        """Log at most once a second per ``key`` (a client host), saying how many lines were
+        held back, and at most MAX_LOG_LINES_PER_S lines a second in all (spoofed UDP sources
+        are new hosts every time); the table of keys is bounded. Returns whether ``key`` was
+        due (a line for it was logged, or held back only by the overall limit)."""
         now = time.monotonic()
-        key = f"denied:{peer.host}"
         with self._lock:
             last, suppressed = self._error_log.get(key, (-math.inf, 0))
             due = now - last >= ERROR_LOG_INTERVAL_S
+            if due and key not in self._error_log and len(self._error_log) >= MAX_RATE_CLIENTS:
+                self._error_log.clear()
             self._error_log[key] = (now, 0) if due else (last, suppressed + 1)
-        if due:
+            start, lines = self._log_window
+            if now - start >= 1.0:
+                start, lines = now, 0
+            write = due and lines < MAX_LOG_LINES_PER_S
+            self._log_window = (start, lines + 1 if write else lines)
+        if write:
             more = f" ({suppressed} more since)" if suppressed else ""
-            log.warning("osc: %s is not in the allow-list: ignored%s", peer, more)
+            log.log(level, fmt + "%s", *args, more)
+        return due
 
     def _answer_meters(self, peer: Peer, address: str) -> None:
         messages = self._meter_messages()
@@ -805,7 +810,8 @@ class OscServer:
                     self._drop_tcp(victim)
                 self._tcp[peer] = conn
         if not room:
-            log.warning(
+            self._log_limited(
+                f"tcp:{peer.host}",
                 "osc: %s refused: %d TCP clients (%d per host), none idle",
                 peer,
                 MAX_TCP_CLIENTS,
@@ -813,7 +819,13 @@ class OscServer:
             )
             return
         if victim is not None:
-            log.info("osc: %s closed (idle) to make room for %s", victim.peer, peer)
+            self._log_limited(
+                f"tcp-evict:{peer.host}",
+                "osc: %s closed (idle) to make room for %s",
+                victim.peer,
+                peer,
+                level=logging.INFO,
+            )
             _shutdown(victim.sock)
         buffer = bytearray()
         try:

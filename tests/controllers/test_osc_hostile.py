@@ -397,3 +397,15 @@ def test_vanished_http_clients_are_closed_without_a_traceback(capfd, caplog):
     _no_traceback(caplog)
     failures = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not failures, [r.getMessage() for r in failures]
+
+
+def test_refusals_from_many_hosts_cannot_flood_the_log(server, caplog):
+    """Spoofed UDP sources look like new hosts every time: the log stays at
+    MAX_LOG_LINES_PER_S lines a second and the per-host table stays bounded."""
+    osc, _ = server
+    with caplog.at_level(logging.WARNING, "studiod.osc"):
+        for i in range(5000):
+            host = f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
+            osc._refuse_quietly(osc_module.Peer("udp", host, 1))
+    assert len(caplog.records) <= osc_module.MAX_LOG_LINES_PER_S * 2
+    assert len(osc._error_log) <= osc_module.MAX_RATE_CLIENTS
