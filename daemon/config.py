@@ -291,9 +291,12 @@ def _midi(table: dict, path: Path | None, where: str) -> dict | None:
     _str(table, "api", where, "midi", None, MIDI_APIS)
     raw = _str(table, "profile_dir", where, "midi", None)
     if raw is not None:
+        if "\0" in raw:
+            raise ConfigError(f"{where}: [midi] profile_dir: contains a NUL character")
         folder = Path(os.path.expanduser(raw))
         if not folder.is_absolute():
             folder = (path.parent if path is not None else Path.cwd()) / folder
+        _check_dir(folder, where, "midi", "profile_dir", writable=False)
         table["profile_dir"] = str(folder)
     profiles = table.get("profiles")
     if profiles is not None and (
@@ -477,9 +480,10 @@ def _state(table: Mapping, base: Path, where: str) -> StateConfig:
     return StateConfig(dir=directory, save_delay_s=delay, max_delay_s=max_delay)
 
 
-def _check_dir(directory: Path, where: str, section: str, key: str) -> None:
-    """A directory we will create and write: a usable path (length, NUL), and either an
-    existing writable directory or creatable under its nearest existing parent."""
+def _check_dir(directory: Path, where: str, section: str, key: str, writable: bool = True) -> None:
+    """A directory we will create and write (``writable``) or only read: a usable path
+    (length, NUL), and for writing either an existing writable directory or one creatable
+    under its nearest existing parent."""
     text = os.fsencode(directory)
     if b"\0" in text:
         raise ConfigError(f"{where}: [{section}] {key}: contains a NUL character")
@@ -491,6 +495,8 @@ def _check_dir(directory: Path, where: str, section: str, key: str) -> None:
                 f"{where}: [{section}] {key}: the name {part[:24]!r}… is longer than "
                 f"{NAME_MAX_BYTES} bytes"
             )
+    if not writable:
+        return
     existing = directory
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent

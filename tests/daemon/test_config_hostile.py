@@ -65,6 +65,11 @@ def test_state_dirs_are_checked_before_use(tmp_path, state_dir, reason):
     _refused(tmp_path, MINIMAL + f'[state]\ndir = "{state_dir}"\n', "[state] dir", reason)
 
 
+@pytest.mark.parametrize("raw, reason", [("m\\u0000", "NUL"), ("m" * 300, "longer than 255")])
+def test_midi_profile_dir_is_checked(tmp_path, raw, reason):
+    _refused(tmp_path, MINIMAL + f'[midi]\nprofile_dir = "{raw}"\n', "[midi] profile_dir", reason)
+
+
 @pytest.mark.parametrize("inputs", ["0x7fffffff", "257", "0", "-1", "[1, 1000000]"])
 def test_channel_inputs_are_bounded(tmp_path, inputs):
     text = MINIMAL.replace("inputs = 1", f"inputs = {inputs}")
