@@ -8,6 +8,15 @@ OSC 1.0 address patterns (``?``, ``*``, ``[a-z]``, ``[!0-9]``, ``{a,b}``) set or
 matching parameter, and bundles are honoured, including future time tags (scheduled, up to
 ``MAX_SCHEDULE_S`` ahead).
 
+Hostile input is bounded (issue 12): a pattern is matched in time linear in its length
+(:mod:`studiod.controllers.oscpattern`) and is at most 512 characters; bundles nest at most
+``MAX_BUNDLE_DEPTH`` deep; each datagram has a work budget (``MAX_PACKET_STEPS``: its messages,
+the matching and every parameter a pattern touches pay into it), and what is left of a
+datagram that spends it is refused with one ``/error``. NaN and infinities are refused for
+every kind of parameter. TCP clients get ``MAX_TCP_PER_HOST`` of the ``MAX_TCP_CLIENTS``
+slots each, are closed after ``TCP_IDLE_TIMEOUT_S`` of silence unless subscribed, and a new
+client takes the slot of the longest-idle connection when all are taken.
+
 Protocol messages (not parameters):
 
 ``/subscribe [i ttl_s] [i port]``
