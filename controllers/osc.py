@@ -766,8 +766,15 @@ class OscServer:
                 ready = []
                 while self._scheduled and self._scheduled[0][0] <= now:
                     ready.append(heapq.heappop(self._scheduled))
+            # scheduled messages that fall due together share one datagram's budget, so
+            # thousands of patterns timed for the same instant cannot hold this thread
+            budget = WorkBudget(MAX_PACKET_STEPS)
             for _, _, peer, message in ready:
-                self._dispatch(message, peer)
+                try:
+                    budget.spend(STEPS_PER_MESSAGE)
+                    self._dispatch(message, peer, budget)
+                except PatternTooComplex as exc:
+                    self._refuse(peer, message.address, f"{exc} (scheduled bundles)")
             if now < next_tick:
                 continue
             next_tick = max(next_tick + tick_s, now)

@@ -409,3 +409,22 @@ def test_refusals_from_many_hosts_cannot_flood_the_log(server, caplog):
             osc._refuse_quietly(osc_module.Peer("udp", host, 1))
     assert len(caplog.records) <= osc_module.MAX_LOG_LINES_PER_S * 2
     assert len(osc._error_log) <= osc_module.MAX_RATE_CLIENTS
+
+
+def test_scheduled_bundles_due_together_share_one_budget(server, client, caplog):
+    """Hundreds of expensive patterns timed for the same instant: those that fall due
+    together are dispatched under one datagram's budget; the rest are refused."""
+    osc, _ = server
+    due = time.time() + 0.4
+    tag = struct.pack(">Q", int((due + 2_208_988_800) * 2**32))
+    timed = b"#bundle\0" + tag
+    element = _message("/*/*/*")
+    timed += struct.pack(">i", len(element)) + element
+    for _ in range(300):
+        _send(client, osc, timed)
+    replies = _receive_all(client, 1.5)
+    limit = [m for m in replies if m.address == "/error" and "(scheduled bundles)" in m.params[1]]
+    answered = [m for m in replies if m.address != "/error"]
+    assert limit and answered  # some went through, the rest were refused
+    _still_answers(client, osc)
+    _no_traceback(caplog)
