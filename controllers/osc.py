@@ -96,11 +96,12 @@ MAX_SCHEDULE_S = 60.0  # bundles further in the future are refused
 MAX_SCHEDULED = 4096
 MAX_PATTERN_MATCHES = 4096
 # The work one datagram may cause, in oscpattern's steps (one token over one name position,
-# about 0.1 µs on a Raspberry Pi 4-class core): each message, each parameter a pattern
-# touches and the matching itself pay into one budget per datagram; the rest of a datagram
-# that spends it is refused with one /error. Chosen so that the worst datagrams we could
-# build stay within 10 ms (benchmarks/bench_hostile.py) while a bundle of up to 100 messages,
-# or a pattern over a few hundred parameters, goes through.
+# about 0.1 µs on the x86 PC it was measured on; not measured on a Pi): each message, each
+# parameter a pattern touches and the matching itself pay into one budget per datagram; the
+# rest of a datagram that spends it is refused with one /error. Chosen so that the worst
+# datagrams we could build stay within 10 ms (benchmarks/bench_hostile.py: 4.4 ms on that
+# PC) while a bundle of up to 100 messages, or a pattern over a few hundred parameters, goes
+# through.
 MAX_PACKET_STEPS = 40_000
 STEPS_PER_PARAM = 150
 STEPS_PER_MESSAGE = 400  # parse one message and answer it (a value or an /error): ~40 µs
