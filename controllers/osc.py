@@ -8,6 +8,15 @@ OSC 1.0 address patterns (``?``, ``*``, ``[a-z]``, ``[!0-9]``, ``{a,b}``) set or
 matching parameter, and bundles are honoured, including future time tags (scheduled, up to
 ``MAX_SCHEDULE_S`` ahead).
 
+Hostile input is bounded (issue 12): a pattern is matched in time linear in its length
+(:mod:`studiod.controllers.oscpattern`) and is at most 512 characters; bundles nest at most
+``MAX_BUNDLE_DEPTH`` deep; each datagram has a work budget (``MAX_PACKET_STEPS``: its messages,
+the matching and every parameter a pattern touches pay into it), and what is left of a
+datagram that spends it is refused with one ``/error``. NaN and infinities are refused for
+every kind of parameter. TCP clients get ``MAX_TCP_PER_HOST`` of the ``MAX_TCP_CLIENTS``
+slots each, are closed after ``TCP_IDLE_TIMEOUT_S`` of silence unless subscribed, and a new
+client takes the slot of the longest-idle connection when all are taken.
+
 Protocol messages (not parameters):
 
 ``/subscribe [i ttl_s] [i port]``
@@ -53,24 +62,31 @@ import ipaddress
 import itertools
 import logging
 import math
-import re
 import socket
 import socketserver
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-from pythonosc import slip
+from pythonosc import osc_message, slip
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket, ParseError
+from pythonosc.osc_packet import ParseError
 from pythonosc.parsing import osc_types
 
 from studiod.controllers.hub import Change, ControlHub
+from studiod.controllers.oscpattern import (
+    AddressPattern,
+    AddressTree,
+    PatternTooComplex,
+    WorkBudget,
+    is_pattern,
+)
 from studiod.dsp.engine import QueueFull
 from studiod.dsp.registry import ENUM, TOGGLE, Param, ParamError
+from studiod.dsp.session import unknown_keys
 
 log = logging.getLogger("studiod.osc")
 
@@ -79,16 +95,36 @@ METER_FLOOR_DB = -144.0  # about the dynamic range of 24-bit PCM (6.02 dB * 24)
 MAX_SCHEDULE_S = 60.0  # bundles further in the future are refused
 MAX_SCHEDULED = 4096
 MAX_PATTERN_MATCHES = 4096
+# The work one datagram may cause, in oscpattern's steps (one token over one name position,
+# about 0.1 µs on the x86 PC it was measured on; not measured on a Pi): each message, each
+# parameter a pattern touches and the matching itself pay into one budget per datagram; the
+# rest of a datagram that spends it is refused with one /error. Chosen so that the worst
+# datagrams we could build stay within 10 ms (benchmarks/bench_hostile.py: 4.4 ms on that
+# PC) while a bundle of up to 100 messages, or a pattern over a few hundred parameters, goes
+# through.
+MAX_PACKET_STEPS = 40_000
+STEPS_PER_PARAM = 150
+STEPS_PER_MESSAGE = 400  # parse one message and answer it (a value or an /error): ~40 µs
 MAX_TCP_FRAME = 65536
+MAX_BUNDLE_DEPTH = 8  # bundles in bundles: legitimate senders nest one or two deep
+_BUNDLE_HEADER = b"#bundle\0"
 MAX_TCP_CLIENTS = 16
+# One host may hold half the TCP slots, so one misbehaving machine cannot fill them all.
+MAX_TCP_PER_HOST = 8
+# A TCP client that sends nothing for this long is closed, unless it is subscribed (then it
+# is a listener, and lives as long as its subscription).
+TCP_IDLE_TIMEOUT_S = 60.0
+# When the slots are full, a new client takes the slot of the connection idle the longest
+# (non-subscribers first), if that one has been idle at least this long.
+TCP_EVICT_IDLE_S = 1.0
 MAX_RATE_CLIENTS = 1024
 ERROR_LOG_INTERVAL_S = 1.0
+MAX_LOG_LINES_PER_S = 20  # refusals logged in all, whatever the number of client hosts
 SEND_TIMEOUT_S = 0.5
 
 # Type tags a parameter or protocol message may carry. python-osc parses a few more (blobs,
 # MIDI, RGBA, arrays) and skips the ones it does not know; none of them means anything here.
 _ACCEPTED_TAGS = frozenset("ifdhsTF")
-_PATTERN_CHARS = frozenset("?*[]{}")
 ERROR_ADDRESS = "/error"
 METERS_LOUDNESS = "/meters/loudness"
 METERS_CHANNELS = "/meters/channels"
@@ -130,14 +166,19 @@ class OscConfig:
         if self.tcp_port is not None:
             _check_port("tcp_port", self.tcp_port)
         _check_port("oscquery_port", self.oscquery_port)
-        for key in ("rate_limit_hz", "feedback_hz", "meter_hz", "subscribe_ttl_s", "max_ttl_s"):
+        for key, top in _FLOAT_BOUNDS.items():
             value = getattr(self, key)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"osc.{key}: must be a positive number, not {value!r}")
-        for key in ("burst", "max_subscribers"):
+            if not (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and 0 < value <= top
+            ):
+                raise ValueError(f"osc.{key}: must be a number in (0, {top:g}], not {value!r}")
+        for key, top in _INT_BOUNDS.items():
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"osc.{key}: must be a positive integer, not {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                raise ValueError(f"osc.{key}: must be an integer 1…{top}, not {value!r}")
         try:
             socket.getaddrinfo(self.host, None, proto=socket.IPPROTO_UDP)
         except (OSError, UnicodeError) as exc:
@@ -154,7 +195,7 @@ class OscConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"osc: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(unknown_keys("osc", unknown, known))
         values = dict(data)
         if "allow" in values:
             allow = values["allow"]
@@ -168,6 +209,18 @@ class OscConfig:
         if "host" in values and not isinstance(values["host"], str):
             raise ValueError(f"osc.host: must be a string, not {values['host']!r}")
         return cls(**values)
+
+
+# Upper bounds of the [osc] numbers: beyond them a value is a typo, and some would cost
+# memory or a busy thread (a 10 MHz feedback tick).
+_FLOAT_BOUNDS = {
+    "rate_limit_hz": 1e6,
+    "feedback_hz": 1000.0,
+    "meter_hz": 100.0,
+    "subscribe_ttl_s": 86400.0,
+    "max_ttl_s": 7 * 86400.0,
+}
+_INT_BOUNDS = {"burst": 1_000_000, "max_subscribers": 1024}
 
 
 def _check_port(key: str, port: object) -> None:
@@ -224,53 +277,6 @@ def param_argument(param: Param, args: list) -> object:
     if isinstance(arg, bool | str):
         raise ParamError(f"{param.address}: expects a number (f), not {arg!r}")
     return arg
-
-
-@lru_cache(maxsize=256)
-def pattern_regex(pattern: str) -> re.Pattern:
-    """An OSC 1.0 address pattern as a compiled regex (ValueError when malformed).
-
-    OSC 1.0 spec, "OSC Message Dispatching and Pattern Matching": ``?`` one character,
-    ``*`` any run of characters, ``[abc]``/``[a-z]``/``[!abc]`` one of / none of,
-    ``{foo,bar}`` one of the strings; none of them matches ``/``.
-    """
-    out, i, n = ["^"], 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "?":
-            out.append("[^/]")
-        elif c == "*":
-            out.append("[^/]*")
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end < 0:
-                raise ValueError(f"unclosed '[' in {pattern!r}")
-            body = pattern[i + 1 : end]
-            negate = body.startswith("!")
-            if negate:
-                body = body[1:]
-            if not body:
-                raise ValueError(f"empty '[]' in {pattern!r}")
-            chars = "".join("\\" + ch if ch in "\\^]" else ch for ch in body)
-            out.append(f"[{'^' if negate else ''}{chars}]")
-            i = end
-        elif c == "{":
-            end = pattern.find("}", i + 1)
-            if end < 0:
-                raise ValueError(f"unclosed '{{' in {pattern!r}")
-            words = pattern[i + 1 : end].split(",")
-            out.append("(?:" + "|".join(re.escape(w) for w in words) + ")")
-            i = end
-        elif c in "]}":
-            raise ValueError(f"unbalanced {c!r} in {pattern!r}")
-        else:
-            out.append(re.escape(c))
-        i += 1
-    out.append("$")
-    try:
-        return re.compile("".join(out))
-    except re.error as exc:
-        raise ValueError(f"bad pattern {pattern!r}: {exc}") from None
 
 
 def _type_tags(message: OscMessage) -> str:
@@ -348,6 +354,7 @@ class _TcpConnection:
         self.lock = threading.Lock()
         self.closed = False
         self.framing: str | None = None  # "slip" (OSC 1.1) or "size" (OSC 1.0 int32 prefix)
+        self.last_active = time.monotonic()  # last time the client sent anything
         # a client that stops reading must not stall the feedback thread for long
         sock.settimeout(SEND_TIMEOUT_S)
 
@@ -396,11 +403,13 @@ class OscServer:
         self._scheduled: list[tuple[float, int, Peer, OscMessage]] = []
         self._seq = itertools.count()
         self._error_log: dict[str, tuple[float, int]] = {}
+        self._log_window = (-math.inf, 0)  # (start of this second, lines logged in it)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._udp: socketserver.UDPServer | None = None
         self._tcp_server: socketserver.TCPServer | None = None
         self._hub_token: int | None = None
+        self._tree: tuple[object, AddressTree] | None = None
         self.stats = {"received": 0, "applied": 0, "queries": 0, "errors": 0, "limited": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -414,6 +423,7 @@ class OscServer:
             self._tcp_server = _TcpServer((self.config.host, tcp_port), self, family)
             self._threads.append(_thread("osc-tcp", self._tcp_server.serve_forever, 0.1))
         self._hub_token = self.hub.subscribe(self._on_change)
+        self._address_tree()  # built now, not by the first pattern that arrives
         self._threads.append(_thread("osc-feedback", self._sender_loop))
         log.info(
             "osc: listening on udp %s:%d%s",
@@ -438,10 +448,7 @@ class OscServer:
             conns = list(self._tcp.values())
         for conn in conns:
             conn.closed = True
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(conn.sock)
         for t in self._threads:
             t.join(timeout=2.0)
         self._threads.clear()
@@ -477,26 +484,40 @@ class OscServer:
         return any(ip in net for net in self._networks)
 
     def handle_packet(self, data: bytes, peer: Peer) -> None:
-        """One datagram (or one SLIP frame) from ``peer``: parse, dispatch, answer."""
+        """One datagram (or one SLIP frame) from ``peer``: parse, dispatch, answer.
+
+        Messages are parsed one at a time as they are dispatched, each paying into the
+        packet's WorkBudget; when it runs out, the rest of the packet is refused with one
+        /error, so no datagram can keep this thread for long."""
         if not data:
             return
-        try:
-            packet = OscPacket(data)
-        except (ParseError, ValueError, IndexError, OverflowError) as exc:
-            self._refuse(peer, "", f"malformed packet: {exc}")
-            return
         now_wall = time.time()
-        for timed in packet.messages:
-            self.stats["received"] += 1
-            if not self._limiter.allow(peer.host, time.monotonic()):
-                self.stats["limited"] += 1
-                self._refuse(peer, timed.message.address, "rate limit exceeded", limited=True)
-                continue
-            delay = timed.time - now_wall
-            if delay > 0.0005:
-                self._schedule(delay, peer, timed.message)
-            else:
-                self._dispatch(timed.message, peer)
+        budget = WorkBudget(MAX_PACKET_STEPS)
+        address = ""
+        try:
+            for time_tag, dgram in packet_messages(data, MAX_BUNDLE_DEPTH):
+                budget.spend(STEPS_PER_MESSAGE)
+                self.stats["received"] += 1
+                try:
+                    message = OscMessage(dgram)
+                except (ParseError, osc_message.ParseError, ValueError, IndexError) as exc:
+                    self._refuse(peer, "", f"malformed message: {exc}")
+                    continue
+                address = message.address
+                if not self._limiter.allow(peer.host, time.monotonic()):
+                    self.stats["limited"] += 1
+                    self._refuse(peer, address, "rate limit exceeded", limited=True)
+                    continue
+                delay = 0.0 if time_tag is None else time_tag - now_wall
+                if delay > 0.0005:
+                    self._schedule(delay, peer, message)
+                else:
+                    self._dispatch(message, peer, budget)
+                address = ""
+        except PacketError as exc:
+            self._refuse(peer, "", f"malformed packet: {exc}")
+        except PatternTooComplex as exc:
+            self._refuse(peer, address, f"{exc}; the rest of the packet was not processed")
 
     def _schedule(self, delay: float, peer: Peer, message: OscMessage) -> None:
         if delay > MAX_SCHEDULE_S:
@@ -513,7 +534,7 @@ class OscServer:
         if full:
             self._refuse(peer, message.address, "too many scheduled bundles")
 
-    def _dispatch(self, message: OscMessage, peer: Peer) -> None:
+    def _dispatch(self, message: OscMessage, peer: Peer, budget: WorkBudget | None = None) -> None:
         address = message.address
         try:
             tags = _type_tags(message)
@@ -534,8 +555,8 @@ class OscServer:
                 self._refuse(peer, address, "meters are read-only (send no argument to query)")
             else:
                 self._answer_meters(peer, address)
-        elif _PATTERN_CHARS.intersection(address):
-            self._dispatch_pattern(address, args, peer)
+        elif is_pattern(address):
+            self._dispatch_pattern(address, args, peer, budget)
         else:
             self._dispatch_param(address, args, peer)
 
@@ -558,18 +579,39 @@ class OscServer:
         except QueueFull as exc:
             self._refuse(peer, address, f"engine busy: {exc}")
 
-    def _dispatch_pattern(self, pattern: str, args: list, peer: Peer) -> None:
+    def _dispatch_pattern(
+        self, pattern: str, args: list, peer: Peer, budget: WorkBudget | None
+    ) -> None:
+        own = budget is None  # a scheduled message: its own budget, as a datagram of one
+        if budget is None:
+            budget = WorkBudget(MAX_PACKET_STEPS)
         try:
-            regex = pattern_regex(pattern)
+            matches = self._address_tree().match(
+                AddressPattern.parse(pattern, budget), budget, MAX_PATTERN_MATCHES
+            )
+            # every parameter a pattern touches is validated and queued or answered
+            budget.spend(len(matches) * STEPS_PER_PARAM)
         except ValueError as exc:
             self._refuse(peer, pattern, str(exc))
             return
-        matches = [p for p in self.hub.registry if regex.match(p.address)]
+        except PatternTooComplex as exc:
+            if not own:
+                raise  # handle_packet refuses the rest of the packet once
+            self._refuse(peer, pattern, str(exc))
+            return
         if not matches:
             self._refuse(peer, pattern, "pattern matches no address")
             return
-        for param in matches[:MAX_PATTERN_MATCHES]:
-            self._dispatch_param(param.address, args, peer)
+        for address in matches:
+            self._dispatch_param(address, args, peer)
+
+    def _address_tree(self) -> AddressTree:
+        """The registry's addresses as a segment tree, rebuilt when the registry changes."""
+        registry = self.hub.registry
+        tree = self._tree
+        if tree is None or tree[0] is not registry:
+            tree = self._tree = (registry, AddressTree(p.address for p in registry))
+        return tree[1]
 
     # -- subscriptions --------------------------------------------------------------------------
     def _subscribe(self, peer: Peer, args: list) -> None:
@@ -650,35 +692,38 @@ class OscServer:
         """Answer /error to the sender (rate-limit errors at most once a second) and log
         once per client per second."""
         self.stats["errors"] += 1
-        now = time.monotonic()
-        key = f"{peer.transport}:{peer.host}"
-        with self._lock:
-            last, suppressed = self._error_log.get(key, (-math.inf, 0))
-            due = now - last >= ERROR_LOG_INTERVAL_S
-            if due:
-                if len(self._error_log) >= MAX_RATE_CLIENTS:
-                    self._error_log.clear()
-                self._error_log[key] = (now, 0)
-            else:
-                self._error_log[key] = (last, suppressed + 1)
-        if due:
-            more = f" ({suppressed} more since)" if suppressed else ""
-            log.warning("osc: %s %s: %s%s", peer, address or "(packet)", reason, more)
+        due = self._log_limited(
+            f"{peer.transport}:{peer.host}", "osc: %s %s: %s", peer, address or "(packet)", reason
+        )
         if limited and not due:
             return
         self._reply(peer, build_message(ERROR_ADDRESS, [address, reason]))
 
     def _refuse_quietly(self, peer: Peer) -> None:
         """A client outside the allow-list gets no answer (no reflection), one log line a second."""
+        self._log_limited(f"denied:{peer.host}", "osc: %s is not in the allow-list: ignored", peer)
+
+    def _log_limited(self, key: str, fmt: str, *args, level: int = logging.WARNING) -> bool:
+        """Log at most once a second per ``key`` (a client host), saying how many lines were
+        held back, and at most MAX_LOG_LINES_PER_S lines a second in all (spoofed UDP sources
+        are new hosts every time); the table of keys is bounded. Returns whether ``key`` was
+        due (a line for it was logged, or held back only by the overall limit)."""
         now = time.monotonic()
-        key = f"denied:{peer.host}"
         with self._lock:
             last, suppressed = self._error_log.get(key, (-math.inf, 0))
             due = now - last >= ERROR_LOG_INTERVAL_S
+            if due and key not in self._error_log and len(self._error_log) >= MAX_RATE_CLIENTS:
+                self._error_log.clear()
             self._error_log[key] = (now, 0) if due else (last, suppressed + 1)
-        if due:
+            start, lines = self._log_window
+            if now - start >= 1.0:
+                start, lines = now, 0
+            write = due and lines < MAX_LOG_LINES_PER_S
+            self._log_window = (start, lines + 1 if write else lines)
+        if write:
             more = f" ({suppressed} more since)" if suppressed else ""
-            log.warning("osc: %s is not in the allow-list: ignored%s", peer, more)
+            log.log(level, fmt + "%s", *args, more)
+        return due
 
     def _answer_meters(self, peer: Peer, address: str) -> None:
         messages = self._meter_messages()
@@ -722,8 +767,15 @@ class OscServer:
                 ready = []
                 while self._scheduled and self._scheduled[0][0] <= now:
                     ready.append(heapq.heappop(self._scheduled))
+            # scheduled messages that fall due together share one datagram's budget, so
+            # thousands of patterns timed for the same instant cannot hold this thread
+            budget = WorkBudget(MAX_PACKET_STEPS)
             for _, _, peer, message in ready:
-                self._dispatch(message, peer)
+                try:
+                    budget.spend(STEPS_PER_MESSAGE)
+                    self._dispatch(message, peer, budget)
+                except PatternTooComplex as exc:
+                    self._refuse(peer, message.address, f"{exc} (scheduled bundles)")
             if now < next_tick:
                 continue
             next_tick = max(next_tick + tick_s, now)
@@ -769,19 +821,46 @@ class OscServer:
         and feedback use the client's framing."""
         conn = _TcpConnection(sock, peer)
         with self._lock:
-            if len(self._tcp) >= MAX_TCP_CLIENTS:
-                log.warning("osc: %s refused: %d TCP clients already", peer, MAX_TCP_CLIENTS)
-                return
-            self._tcp[peer] = conn
+            room, victim = self._tcp_room(peer.host)
+            if room:
+                if victim is not None:
+                    self._drop_tcp(victim)
+                self._tcp[peer] = conn
+        if not room:
+            self._log_limited(
+                f"tcp:{peer.host}",
+                "osc: %s refused: %d TCP clients (%d per host), none idle",
+                peer,
+                MAX_TCP_CLIENTS,
+                MAX_TCP_PER_HOST,
+            )
+            return
+        if victim is not None:
+            self._log_limited(
+                f"tcp-evict:{peer.host}",
+                "osc: %s closed (idle) to make room for %s",
+                victim.peer,
+                peer,
+                level=logging.INFO,
+            )
+            _shutdown(victim.sock)
         buffer = bytearray()
         try:
             while not self._stop.is_set() and not conn.closed:
                 try:
                     chunk = sock.recv(65536)
                 except TimeoutError:
-                    continue  # idle client: look at the stop flag, keep waiting
+                    # idle client: look at the stop flag and the idle time, keep waiting
+                    if time.monotonic() - conn.last_active > TCP_IDLE_TIMEOUT_S:
+                        with self._lock:
+                            listener = peer in self._subs
+                        if not listener:
+                            log.info("osc: %s closed: idle for %g s", peer, TCP_IDLE_TIMEOUT_S)
+                            break
+                    continue
                 if not chunk:
                     break
+                conn.last_active = time.monotonic()
                 if conn.framing is None:
                     conn.framing = "slip" if chunk[:1] == slip.END else "size"
                 buffer += chunk
@@ -799,8 +878,31 @@ class OscServer:
         finally:
             conn.closed = True
             with self._lock:
-                self._tcp.pop(peer, None)
-                self._subs.pop(peer, None)
+                self._drop_tcp(conn)
+
+    def _tcp_room(self, host: str) -> tuple[bool, _TcpConnection | None]:
+        """(room for a new TCP client from ``host``, the connection to close for it). Caller
+        holds the lock."""
+        conns = list(self._tcp.values())
+        same_host = [c for c in conns if c.peer.host == host]
+        if len(same_host) >= MAX_TCP_PER_HOST:
+            pool = same_host
+        elif len(conns) >= MAX_TCP_CLIENTS:
+            pool = conns
+        else:
+            return True, None
+        now = time.monotonic()
+        idle = [c for c in pool if now - c.last_active >= TCP_EVICT_IDLE_S]
+        if not idle:
+            return False, None
+        return True, min(idle, key=lambda c: (c.peer in self._subs, c.last_active))
+
+    def _drop_tcp(self, conn: _TcpConnection) -> None:
+        """Forget a TCP connection and its subscription. Caller holds the lock."""
+        conn.closed = True
+        if self._tcp.get(conn.peer) is conn:
+            del self._tcp[conn.peer]
+        self._subs.pop(conn.peer, None)
 
 
 def _split_frames(framing: str, buffer: bytearray) -> tuple[list, bytearray | None]:
@@ -829,6 +931,60 @@ def _split_frames(framing: str, buffer: bytearray) -> tuple[list, bytearray | No
     return frames, buffer[pos:]
 
 
+class PacketError(ValueError):
+    """A datagram whose bundle structure is broken or nested too deeply."""
+
+
+_IMMEDIATELY = b"\0\0\0\0\0\0\0\1"
+_NTP_TO_UNIX_S = 2_208_988_800  # 1900-01-01 to 1970-01-01 (RFC 5905)
+
+
+def packet_messages(data: bytes, max_depth: int) -> Iterator[tuple[float | None, bytes]]:
+    """(time tag as Unix seconds, or None for "immediately"; message datagram) for every
+    message of an OSC packet, in the order they appear, one at a time.
+
+    OSC 1.0 bundle: "#bundle\\0", an 8-byte NTP time tag, then elements, each an int32 size
+    and that many bytes (a message or a bundle). Walked without recursion and lazily: python-
+    osc's parser recurses (RecursionError at ~1000 levels), parses a whole 64 KB bundle
+    before the first message can be refused, and loops for ever on a negative element size.
+    Raises PacketError for a broken structure or bundles nested more than ``max_depth``."""
+    if not data.startswith(_BUNDLE_HEADER):
+        if not data.startswith(b"/"):
+            raise PacketError("not an OSC message or bundle")
+        yield None, data
+        return
+    stack = [_open_bundle(data, 1, max_depth)]  # [bundle, next element's byte, depth, tag]
+    while stack:
+        frame = stack[-1]
+        bundle, pos, depth, tag = frame
+        if pos >= len(bundle):
+            stack.pop()
+            continue
+        if pos + 4 > len(bundle):
+            raise PacketError(f"element size cut off at byte {pos}")
+        size = int.from_bytes(bundle[pos : pos + 4], "big", signed=True)
+        if size < 0 or pos + 4 + size > len(bundle):
+            raise PacketError(f"element size {size} at byte {pos} is past the end")
+        element = bundle[pos + 4 : pos + 4 + size]
+        frame[1] = pos + 4 + size
+        if element.startswith(_BUNDLE_HEADER):
+            stack.append(_open_bundle(element, depth + 1, max_depth))
+        elif element.startswith(b"/"):
+            yield tag, element
+        else:
+            raise PacketError(f"element at byte {pos + 4} is not a message or bundle")
+
+
+def _open_bundle(bundle: bytes, depth: int, max_depth: int) -> list:
+    if depth > max_depth:
+        raise PacketError(f"bundles nested more than {max_depth} deep")
+    if len(bundle) < 16:
+        raise PacketError("bundle shorter than its header")
+    raw = bundle[8:16]
+    tag = None if raw == _IMMEDIATELY else int.from_bytes(raw, "big") / 2**32 - _NTP_TO_UNIX_S
+    return [bundle, 16, depth, tag]
+
+
 def meter_db(value: object) -> float:
     """A meter reading in dB for OSC: not finite or below METER_FLOOR_DB -> the floor."""
     try:
@@ -838,6 +994,14 @@ def meter_db(value: object) -> float:
     if not math.isfinite(number) or number < METER_FLOOR_DB:
         return METER_FLOOR_DB
     return number
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """End a TCP connection both ways; its thread's recv() returns at once."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -880,7 +1044,7 @@ class _UdpServer(socketserver.UDPServer):
         super().__init__(address, _UdpHandler)
 
     def handle_error(self, request, client_address) -> None:
-        log.exception("osc: error handling a packet from %s", client_address)
+        _log_internal_error("a packet from", client_address)
 
 
 class _TcpHandler(socketserver.BaseRequestHandler):
@@ -903,4 +1067,11 @@ class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         super().__init__(address, _TcpHandler)
 
     def handle_error(self, request, client_address) -> None:
-        log.exception("osc: error on the TCP connection from %s", client_address)
+        _log_internal_error("the TCP connection from", client_address)
+
+
+def _log_internal_error(what: str, client_address) -> None:
+    """One line for an exception that escaped a handler (a bug: every known refusal is
+    answered with /error before this), never socketserver's traceback on stderr."""
+    exc = sys.exc_info()[1]
+    log.error("osc: internal error on %s %s: %s: %s", what, client_address, type(exc).__name__, exc)

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +39,7 @@ from studiod.dsp.registry import ENUM, FADER, LOG, TOGGLE, Param, Registry
 log = logging.getLogger("studiod.oscquery")
 
 # ACCESS bit mask (OSCQuery proposal): 1 readable, 2 writable.
+HTTP_IDLE_TIMEOUT_S = 30.0
 ACCESS_READ = 1
 ACCESS_WRITE = 2
 ACCESS_READ_WRITE = 3
@@ -211,7 +213,7 @@ class OscQueryServer:
 
     def start(self) -> OscQueryServer:
         family = socket.getaddrinfo(self.host, None, proto=socket.IPPROTO_TCP)[0][0]
-        server_cls = type("_Http", (ThreadingHTTPServer,), {"address_family": family})
+        server_cls = type("_Http", (_HttpServer,), {"address_family": family})
         self._http = server_cls(self._requested, _Handler)
         self._http.daemon_threads = True
         self._http.oscquery = self
@@ -269,9 +271,27 @@ class OscQueryServer:
         return 200, {query: node[query]}
 
 
+class _HttpServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """One log line, never socketserver's traceback on stderr: a client that went away
+        mid-answer (a phone locking its screen) is routine, anything else is reported."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("oscquery: %s went away: %s", client_address[0], exc)
+        else:
+            log.warning(
+                "oscquery: request from %s failed: %s: %s",
+                client_address[0],
+                type(exc).__name__,
+                exc,
+            )
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "studiod-oscquery/1"
     protocol_version = "HTTP/1.1"
+    # a keep-alive client that stops talking frees its thread after this long
+    timeout = HTTP_IDLE_TIMEOUT_S
 
     def do_GET(self) -> None:
         status, body = self.server.oscquery.answer(self.path)

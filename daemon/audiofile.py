@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +33,28 @@ def write_atomic(
 ) -> None:
     """Write through a temporary file in the same directory and rename it into place, so a
     failure never leaves a half-written file or clobbers an existing one."""
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    with atomic_sound_file(path, samplerate, channels, subtype) as out:
+        out.write(data)
+
+
+@contextlib.contextmanager
+def atomic_sound_file(
+    path: str | Path, samplerate: int, channels: int, subtype: str = "PCM_24"
+) -> Iterator[sf.SoundFile]:
+    """An open SoundFile to write block by block (memory flat with length): a temporary file
+    in the same directory, fsynced and renamed to ``path`` when the block ends without an
+    exception, removed otherwise (the one way studiod writes audio files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = _format_for(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        sf.write(tmp, data, samplerate, subtype=subtype, format=fmt)
+        with sf.SoundFile(
+            tmp, "w", samplerate=samplerate, channels=channels, subtype=subtype, format=fmt
+        ) as out:
+            yield out
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

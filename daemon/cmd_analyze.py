@@ -22,9 +22,12 @@ from studiod.daemon.offline import (
 )
 
 
-def analyze(paths: list[str], progress: Progress | None = None) -> list[dict]:
-    """One readings dict per file (the ``--json`` objects), album keys when several."""
-    results = [analyze_file(p, progress) for p in paths]
+def analyze(
+    paths: list[str], progress: Progress | None = None, finite_only: bool = False
+) -> list[dict]:
+    """One readings dict per file (the ``--json`` objects), album keys when several.
+    ``finite_only``: measure files with NaN/Inf samples too (see offline.analyze_file)."""
+    results = [analyze_file(p, progress, finite_only) for p in paths]
     objects = []
     for res in results:
         r = res.readings
@@ -64,6 +67,11 @@ def _table(objects: list[dict]) -> str:
             f"{fmt(r['momentary_max_lufs']):>7} {fmt(r['short_term_max_lufs']):>7} "
             f"{fmt(r['correlation'], 2):>6}"
         )
+    for r in objects:
+        if r["nonfinite_samples"]:
+            lines.append(
+                f"{r['path']}: {r['nonfinite_samples']} NaN/infinite samples measured as silence"
+            )
     if len(objects) > 1:
         album = objects[0]["album"]
         lines += [
@@ -115,13 +123,19 @@ def register(commands) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print a JSON array, one object per file"
     )
+    parser.add_argument(
+        "--finite-only",
+        action="store_true",
+        help="measure a float file that holds NaN or infinite samples (they count as "
+        "silence, and their number is reported) instead of refusing it",
+    )
     parser.set_defaults(func=main)
 
 
 def main(args) -> int:
     try:
         with Progress("analyzing", 1) as bar:
-            objects = analyze(args.files, bar)
+            objects = analyze(args.files, bar, args.finite_only)
     except (OfflineError, AudioFileError) as exc:
         return fail("analyze", str(exc))
     print(dumps(objects) if args.json else _table(objects))

@@ -13,18 +13,21 @@ written when it meets the target within ±``TARGET_TOLERANCE_LU`` and the ceilin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.signal as ss
+import soundfile as sf
 
-from studiod.daemon.audiofile import AudioFileError, write_atomic
+from studiod.daemon.audiofile import AudioFileError, atomic_sound_file, write_atomic
 from studiod.daemon.offline import (
     BITS,
     ENGINE_BLOCK_FRAMES,
     EXIT_OK,
     PRESETS,
+    READ_BLOCK_FRAMES,
     OfflineError,
     Preset,
     Progress,
@@ -32,14 +35,15 @@ from studiod.daemon.offline import (
     dumps,
     fail,
     finite_or_none,
+    open_audio,
     preset_from_args,
     read_audio,
-    run_engine,
+    run_engine_blocks,
     set_params,
     write_text_atomic,
 )
 from studiod.dsp.engine import Engine
-from studiod.dsp.loudness import LoudnessMeter, measure
+from studiod.dsp.loudness import LoudnessMeter
 from studiod.dsp.session import SAMPLERATES, ChannelSpec, MonitorSystemSpec, Session
 
 GAIN_TOLERANCE_LU = 0.05  # the search stops this close to the target
@@ -124,7 +128,12 @@ def resample(x: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
 def apply_fades(x: np.ndarray, samplerate: int, fade_in_s: float, fade_out_s: float) -> np.ndarray:
     """Raised-cosine (half-Hann) fades on the chain's input: smooth at both ends, and the
     end of a fade-out is exact digital silence. Returns a new float32 array."""
-    n = len(x)
+    n_in, n_out = _fade_frames(len(x), samplerate, fade_in_s, fade_out_s)
+    gain = fade_gain(0, len(x), len(x), n_in, n_out)
+    return np.ascontiguousarray(x.astype(np.float64) * gain[:, None], dtype=np.float32)
+
+
+def _fade_frames(n: int, samplerate: int, fade_in_s: float, fade_out_s: float) -> tuple[int, int]:
     n_in = round(fade_in_s * samplerate)
     n_out = round(fade_out_s * samplerate)
     if n_in + n_out > n:
@@ -132,18 +141,73 @@ def apply_fades(x: np.ndarray, samplerate: int, fade_in_s: float, fade_out_s: fl
             f"fades ({fade_in_s:g} s + {fade_out_s:g} s) are longer than the audio "
             f"({n / samplerate:.2f} s)"
         )
-    y = x.astype(np.float64)
+    return n_in, n_out
+
+
+def fade_gain(start: int, frames: int, total: int, n_in: int, n_out: int) -> np.ndarray:
+    """The fades' gain (float64) for frames ``start`` … ``start + frames - 1`` of a signal of
+    ``total`` frames: rising over the first ``n_in`` frames, falling to 0 over the last
+    ``n_out`` (so a block of a file gets exactly what the whole signal would)."""
+    frame = np.arange(start, start + frames)
+    gain = np.ones(frames)
     if n_in:
-        y[:n_in] *= (0.5 - 0.5 * np.cos(np.pi * np.arange(n_in) / n_in))[:, None]
+        head = frame < n_in
+        gain[head] = 0.5 - 0.5 * np.cos(np.pi * frame[head] / n_in)
     if n_out:
-        y[n - n_out :] *= (0.5 + 0.5 * np.cos(np.pi * np.arange(1, n_out + 1) / n_out))[:, None]
-    return np.ascontiguousarray(y, dtype=np.float32)
+        tail = frame >= total - n_out
+        gain[tail] = 0.5 + 0.5 * np.cos(np.pi * (frame[tail] - (total - n_out) + 1) / n_out)
+    return gain
 
 
-def _integrated(y: np.ndarray, samplerate: int) -> float:
-    meter = LoudnessMeter(samplerate, y.shape[1], true_peak=False)
-    meter.process(y)
-    return meter.integrated_lufs
+class _Source:
+    """The chain's input, read as often as the gain search needs it: float32 blocks
+    [frames, channels] at ``rate`` with the fades applied (see :func:`apply_fades`)."""
+
+    channels: int
+    rate: int
+    frames: int
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+
+class _ArraySource(_Source):
+    """A whole signal in memory (already resampled and faded)."""
+
+    def __init__(self, x: np.ndarray, rate: int):
+        self.x, self.rate, self.frames, self.channels = x, rate, len(x), x.shape[1]
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        for start in range(0, self.frames, READ_BLOCK_FRAMES):
+            yield self.x[start : start + READ_BLOCK_FRAMES]
+
+
+class _FileSource(_Source):
+    """A file read block by block on every pass: memory flat with the file's length. The
+    fades are applied per block by absolute frame; a NaN/Inf sample is an OfflineError."""
+
+    def __init__(self, path: str | Path, fade_in_s: float, fade_out_s: float):
+        self.path = path
+        with open_audio(path) as f:
+            self.channels, self.rate, self.frames = f.channels, f.samplerate, f.frames
+        if self.channels not in (1, 2):
+            raise OfflineError(f"master takes mono or stereo audio, got {self.channels} channels")
+        self.n_in, self.n_out = _fade_frames(self.frames, self.rate, fade_in_s, fade_out_s)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        pos = 0
+        with open_audio(self.path) as f:
+            try:
+                for block in f.blocks(READ_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                    if not np.all(np.isfinite(block)):
+                        raise OfflineError("the input contains NaN or infinite samples")
+                    if self.n_in or self.n_out:
+                        gain = fade_gain(pos, len(block), self.frames, self.n_in, self.n_out)
+                        block = (block.astype(np.float64) * gain[:, None]).astype(np.float32)
+                    pos += len(block)
+                    yield block
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioFileError(f"{self.path}: read error at frame {pos} ({exc})") from None
 
 
 def master_audio(
@@ -156,19 +220,59 @@ def master_audio(
         raise OfflineError("the input has no audio frames")
     if not np.all(np.isfinite(x)):
         raise OfflineError("the input contains NaN or infinite samples")
+    _check_bits(opts)
+    rate = _engine_rate(int(opts.samplerate or samplerate))
+    if rate != samplerate:
+        x = resample(x, samplerate, rate)
+    x = apply_fades(x, rate, opts.fade_in_s, opts.fade_out_s)
+    parts: list[np.ndarray] = []
+    report = _master(_ArraySource(x, rate), samplerate, opts, parts.append, progress)
+    audio = np.concatenate(parts) if parts else np.zeros((0, x.shape[1]), np.float32)
+    return MasterResult(audio, rate, report)
+
+
+def master_file(
+    path: str | Path, out: str | Path, opts: MasterOptions, progress: Progress | None = None
+) -> dict:
+    """Master the file ``path`` into ``out`` block by block, reading it once per pass (the
+    input's loudness, each step of the gain search, the final pass that writes ``out``): the
+    memory it takes does not grow with the file's length. For inputs at an engine rate with
+    no resampling asked (resampling runs on the whole signal: :func:`master_audio`).
+    Returns the report; ``out`` is only replaced when the result meets the target."""
+    _check_bits(opts)
+    source = _FileSource(path, opts.fade_in_s, opts.fade_out_s)
+    if source.frames == 0:
+        raise OfflineError("the input has no audio frames")
+    _engine_rate(source.rate)
+    with atomic_sound_file(out, source.rate, source.channels, BITS[opts.bits]) as sink:
+        return _master(source, source.rate, opts, sink.write, progress)
+
+
+def _check_bits(opts: MasterOptions) -> None:
     if opts.bits not in BITS:
         raise OfflineError(f"bit depth {opts.bits!r} is not one of {', '.join(BITS)}")
-    channels = x.shape[1]
-    rate = int(opts.samplerate or samplerate)
+
+
+def _engine_rate(rate: int) -> int:
     if rate not in SAMPLERATES:
         raise OfflineError(
             f"the engine runs at {', '.join(map(str, SAMPLERATES))} Hz, not {rate} Hz: "
             "give --samplerate to resample"
         )
-    if rate != samplerate:
-        x = resample(x, samplerate, rate)
-    x = apply_fades(x, rate, opts.fade_in_s, opts.fade_out_s)
-    inp = np.ascontiguousarray(x if channels == 2 else np.repeat(x, 2, axis=1))
+    return rate
+
+
+def _master(
+    source: _Source,
+    input_rate: int,
+    opts: MasterOptions,
+    write: Callable[[np.ndarray], None],
+    progress: Progress | None,
+) -> dict:
+    """The gain search and the final pass over ``source``; the final (quantised) output goes
+    to ``write`` block by block. Returns the report; raises OfflineError when the result
+    misses the target or the ceiling (before the caller commits the output)."""
+    channels, rate = source.channels, source.rate
     preset = opts.preset
     target = preset.integrated_lufs
     dither_bits = opts.bits if (opts.dither and opts.bits != "32f") else "off"
@@ -181,7 +285,7 @@ def master_audio(
     session = _session(rate)
     snapshot: dict = {}
 
-    def render(gain_db: float, label: str, final: bool) -> np.ndarray:
+    def render(gain_db: float, label: str, final: bool) -> Iterator[np.ndarray]:
         engine = Engine(session, max_block_frames=ENGINE_BLOCK_FRAMES)
         fader_db, trim_db = _split_gain(gain_db)
         settings = {
@@ -202,18 +306,24 @@ def master_audio(
             {k: v for k, v in engine.registry.snapshot().items() if k.startswith("/master/")}
         )
         if progress:
-            progress.relabel(label, len(inp) + engine.latency_samples)
-        y = run_engine(engine, inp, [0, 1], progress)
-        return np.ascontiguousarray(y[:, :channels])
+            progress.relabel(label, source.frames + engine.latency_samples)
+        stereo = (b if channels == 2 else np.repeat(b, 2, axis=1) for b in source.blocks())
+        for y in run_engine_blocks(engine, stereo, [0, 1], progress):
+            yield np.ascontiguousarray(y[:, :channels])
 
-    loud_in = _integrated(x, rate)
+    def integrated(blocks: Iterable[np.ndarray]) -> float:
+        meter = LoudnessMeter(rate, channels, true_peak=False)
+        for block in blocks:
+            meter.process(block)
+        return meter.integrated_lufs
+
+    loud_in = integrated(source.blocks())
     if not math.isfinite(loud_in):
         raise OfflineError("the input is silent (no gating block above -70 LUFS)")
     passes: list[tuple[float, float]] = []
     gain = float(np.clip(target - loud_in, GAIN_MIN_DB, GAIN_MAX_DB))
     for k in range(MAX_PASSES):
-        y = render(gain, f"pass {k + 1}: gain {gain:+.2f} dB", final=False)
-        loud = _integrated(y, rate)
+        loud = integrated(render(gain, f"pass {k + 1}: gain {gain:+.2f} dB", final=False))
         passes.append((gain, loud))
         if abs(target - loud) <= GAIN_TOLERANCE_LU:
             break
@@ -228,11 +338,16 @@ def master_audio(
             break  # at the end of the gain range
         gain = new_gain
     best_gain = min(passes, key=lambda p: abs(target - p[1]))[0]
-    if dither_bits != "off" or best_gain != gain:
-        y = render(best_gain, "final pass" + (" (dither)" if dither_bits != "off" else ""), True)
-    y = _quantize(y, opts.bits)
-    m = measure(y, rate)
-    integrated = m["integrated_lufs"]
+    # the final pass renders again (with dither, when asked) and writes as it measures: no
+    # pass keeps its audio, so memory does not grow with the length
+    label = "final pass" + (" (dither)" if dither_bits != "off" else "")
+    meter = LoudnessMeter(rate, channels)
+    for y in render(best_gain, label, True):
+        q = _quantize(y, opts.bits)
+        meter.process(q)
+        write(q)
+    m = meter.readings()
+    integrated_out = m["integrated_lufs"]
     tp = m["true_peak_dbtp"]
     report = {
         "target": {
@@ -242,9 +357,9 @@ def master_audio(
             "source": preset.source,
         },
         "input": {
-            "samplerate": samplerate,
+            "samplerate": input_rate,
             "channels": channels,
-            "duration_s": len(x) / rate,
+            "duration_s": source.frames / rate,
             "integrated_lufs": finite_or_none(loud_in),
         },
         "output": {
@@ -253,7 +368,7 @@ def master_audio(
             "bits": opts.bits,
             "dither": dither_bits != "off",
             "noise_shaping": bool(opts.noise_shaping and dither_bits != "off"),
-            "integrated_lufs": finite_or_none(integrated),
+            "integrated_lufs": finite_or_none(integrated_out),
             "loudness_range_lu": finite_or_none(m["loudness_range_lu"]),
             "true_peak_dbtp": finite_or_none(tp),
             "sample_peak_dbfs": finite_or_none(m["sample_peak_dbfs"]),
@@ -267,9 +382,9 @@ def master_audio(
         "fade_out_s": opts.fade_out_s,
         "chain": snapshot,
     }
-    if not (math.isfinite(integrated) and abs(integrated - target) <= TARGET_TOLERANCE_LU):
+    if not (math.isfinite(integrated_out) and abs(integrated_out - target) <= TARGET_TOLERANCE_LU):
         raise OfflineError(
-            f"cannot reach {target:g} LUFS: the result measures {integrated:.2f} LUFS at "
+            f"cannot reach {target:g} LUFS: the result measures {integrated_out:.2f} LUFS at "
             f"{best_gain:+.1f} dB of gain (the gain range is {GAIN_MIN_DB:g}…{GAIN_MAX_DB:g} dB)"
         )
     if not tp <= preset.ceiling_dbtp:
@@ -277,7 +392,7 @@ def master_audio(
             f"the result's true peak {tp:.2f} dBTP is above the {preset.ceiling_dbtp:g} dBTP "
             "ceiling: is the master limiter running in the engine?"
         )
-    return MasterResult(y, rate, report)
+    return report
 
 
 # --------------------------------------------------------------------------------------
@@ -441,6 +556,16 @@ def check_plot_available(plot: str | None) -> None:
         ) from None
 
 
+def _streams(path: str, opts: MasterOptions, plot: str | None) -> bool:
+    """Whether ``master`` can run block by block: no resampling (scipy's resample_poly runs
+    on a whole signal) and no plot (it is drawn from the whole result)."""
+    if plot:
+        return False
+    with open_audio(path) as f:
+        rate = f.samplerate
+    return opts.samplerate in (None, rate)
+
+
 def main(args) -> int:
     from studiod.daemon.plot import PlotError
 
@@ -449,16 +574,23 @@ def main(args) -> int:
         check_output(args.output, opts.bits)
         check_plot_available(args.plot)
         with Progress("reading", 1) as bar:
-            x, samplerate = read_audio(args.input)
-            result = master_audio(x, samplerate, opts, bar)
-        write_outputs(result, args.output, args.report, args.plot)
+            if _streams(args.input, opts, args.plot):
+                report = master_file(args.input, args.output, opts, bar)
+                report["output"]["path"] = str(args.output)
+                if args.report:
+                    write_text_atomic(args.report, dumps(report) + "\n")
+            else:
+                x, samplerate = read_audio(args.input)
+                result = master_audio(x, samplerate, opts, bar)
+                write_outputs(result, args.output, args.report, args.plot)
+                report = result.report
     except (OfflineError, AudioFileError, PlotError) as exc:
         return fail("master", str(exc))
-    out = result.report["output"]
+    out = report["output"]
     print(
         f"studiod master: {args.output}: {out['integrated_lufs']:.2f} LUFS "
         f"(target {opts.preset.integrated_lufs:g}), true peak {out['true_peak_dbtp']:.2f} dBTP "
-        f"(ceiling {opts.preset.ceiling_dbtp:g}), gain {result.report['gain_db']:+.2f} dB, "
+        f"(ceiling {opts.preset.ceiling_dbtp:g}), gain {report['gain_db']:+.2f} dB, "
         f"{out['bits']}-bit" + (" dithered" if out["dither"] else "")
     )
     return EXIT_OK

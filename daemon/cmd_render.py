@@ -10,18 +10,24 @@ Optionally the mix is also mastered to a preset with ``studiod master``'s code.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import tempfile
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
-from studiod.daemon.audiofile import AudioFileError, write_atomic
-from studiod.daemon.cmd_master import MasterOptions, master_audio
+from studiod.daemon.audiofile import AudioFileError, atomic_sound_file
+from studiod.daemon.cmd_master import MasterOptions, master_file
 from studiod.daemon.offline import (
     BITS,
     ENGINE_BLOCK_FRAMES,
     EXIT_OK,
+    READ_BLOCK_FRAMES,
     OfflineError,
     Progress,
     check_output,
@@ -30,14 +36,13 @@ from studiod.daemon.offline import (
     finite_or_none,
     open_audio,
     preset_from_args,
-    read_audio,
-    run_engine,
+    run_engine_blocks,
     set_params,
     write_text_atomic,
 )
 from studiod.dsp.dither import Dither
 from studiod.dsp.engine import Engine
-from studiod.dsp.loudness import measure
+from studiod.dsp.loudness import LoudnessMeter
 from studiod.dsp.session import Session, SessionError
 
 SESSION_KEYS = ("samplerate", "channel", "group", "fx", "mix", "render")
@@ -149,15 +154,16 @@ def _flatten_mix(mix: dict, prefix: str = "") -> dict:
     return out
 
 
-def load_stems(session: RenderSession, progress: Progress | None = None):
-    """Read every stem: (list of float32 [frames, 1|2], sample rate). Checks existence,
-    format, channel count and matching sample rates before any audio is read."""
-    rates = []
+def check_stems(session: RenderSession) -> tuple[int, list[int]]:
+    """(the sample rate, each stem's frames). Checks existence, format, channel count and
+    matching sample rates before any audio is read."""
+    rates, frames = [], []
     for stem in session.stems:
         with open_audio(stem) as f:
             if f.channels not in (1, 2):
                 raise OfflineError(f"{stem}: {f.channels} channels; a stem is mono or stereo")
             rates.append(f.samplerate)
+            frames.append(f.frames)
     wanted = session.samplerate or rates[0]
     for stem, rate in zip(session.stems, rates, strict=True):
         if rate != wanted:
@@ -169,25 +175,45 @@ def load_stems(session: RenderSession, progress: Progress | None = None):
             raise OfflineError(
                 f"{stem}: sample rate {rate} Hz does not match {first}; resample the stems"
             )
-    audio = [read_audio(stem, progress)[0] for stem in session.stems]
-    return audio, wanted
+    return wanted, frames
+
+
+def _stem_blocks(session: RenderSession, frames: int, n_inputs: int) -> Iterator[np.ndarray]:
+    """The engine's input, READ_BLOCK_FRAMES at a time: every stem's next block side by side
+    (a stem that has ended gives silence) for ``frames`` frames in all."""
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(open_audio(stem)) for stem in session.stems]
+        for start in range(0, frames, READ_BLOCK_FRAMES):
+            n = min(READ_BLOCK_FRAMES, frames - start)
+            block = np.zeros((n, n_inputs), dtype=np.float32)
+            col = 0
+            for stem, f in zip(session.stems, files, strict=True):
+                try:
+                    got = f.read(n, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    raise AudioFileError(f"{stem}: read error at frame {start} ({exc})") from None
+                if not np.all(np.isfinite(got)):
+                    raise OfflineError(f"{stem}: contains NaN or infinite samples")
+                block[: len(got), col : col + f.channels] = got
+                col += f.channels
+            yield block
 
 
 def render_mix(
-    session: RenderSession, stems: list[np.ndarray], samplerate: int, tail_s: float,
-    progress: Progress | None = None,
-) -> np.ndarray:  # fmt: skip
-    """The master bus (limiter and dither off) as float64 [frames, 2]."""
-    counts = [s.shape[1] for s in stems]
+    session: RenderSession, samplerate: int, stem_frames: list[int], tail_s: float,
+    write: Callable[[np.ndarray], None], progress: Progress | None = None,
+) -> tuple[int, float]:  # fmt: skip
+    """The master bus (limiter and dither off), block by block to ``write`` as float32
+    [frames, 2] at the engine's output level (HEADROOM_DB below the mix). Returns (frames,
+    the mix's sample peak as a linear factor)."""
+    counts = []
+    for stem in session.stems:
+        with open_audio(stem) as f:
+            counts.append(f.channels)
     engine = Engine(
         session.engine_session(counts, samplerate), max_block_frames=ENGINE_BLOCK_FRAMES
     )
-    frames = max(len(s) for s in stems) + round(tail_s * samplerate)
-    inp = np.zeros((frames, engine.session.n_inputs), dtype=np.float32)
-    col = 0
-    for s in stems:
-        inp[: len(s), col : col + s.shape[1]] = s
-        col += s.shape[1]
+    frames = max(stem_frames) + round(tail_s * samplerate)
     set_params(engine, _flatten_mix(session.mix), f"{session.path}: [mix]")
     fixed = {
         "/master/limiter/on": 0,
@@ -200,8 +226,12 @@ def render_mix(
     set_params(engine, fixed, "render")
     if progress:
         progress.relabel("mixing", frames + engine.latency_samples)
-    y = run_engine(engine, inp, [0, 1], progress)
-    return y.astype(np.float64) * 10.0 ** (HEADROOM_DB / 20.0)
+    peak = 0.0
+    inp = _stem_blocks(session, frames, engine.session.n_inputs)
+    for y in run_engine_blocks(engine, inp, [0, 1], progress):
+        peak = max(peak, float(np.max(np.abs(y))) if len(y) else 0.0)
+        write(y)
+    return frames, peak * 10.0 ** (HEADROOM_DB / 20.0)
 
 
 def _option(session: RenderSession, args, name: str):
@@ -239,61 +269,75 @@ def render(args) -> dict:
         if not isinstance(chain, dict):
             raise OfflineError(f"{session.path}: [render.master_chain] must be a table")
 
-    with Progress("reading stems", sum(1 for _ in session.stems)) as bar:
-        total = 0
-        for stem in session.stems:
-            with open_audio(stem) as f:
-                total += f.frames
-        bar.relabel("reading stems", total)
-        stems, samplerate = load_stems(session, bar)
-        mix = render_mix(session, stems, samplerate, tail_s, bar)
-        peak = float(np.max(np.abs(mix)))
-        if peak == 0.0:
-            raise OfflineError("the mix is silent: check the stems and the [mix] settings")
-        gain_db = peak_dbfs - 20.0 * math.log10(peak) if normalize == "peak" else 0.0
-        premaster = mix * 10.0 ** (gain_db / 20.0)
-        if bits != "32f":
-            if float(np.max(np.abs(premaster))) > 1.0:
+    samplerate, stem_frames = check_stems(session)
+    headroom = 10.0 ** (HEADROOM_DB / 20.0)
+    # Two passes, memory flat with length: the mix goes to a float32 scratch file as the
+    # engine renders it (its peak known at the end), then the premaster (normalised,
+    # dithered) is written from it block by block, and the master reads it like any file.
+    out_dir = Path(args.output).resolve().parent
+    fd, scratch = tempfile.mkstemp(prefix=".studiod-mix-", suffix=".wav", dir=out_dir)
+    os.close(fd)
+    try:
+        with Progress("mixing", 1) as bar:
+            with sf.SoundFile(scratch, "w", samplerate, 2, subtype="FLOAT") as mix_file:
+                frames, peak = render_mix(
+                    session, samplerate, stem_frames, tail_s,
+                    lambda y: mix_file.write(y.astype(np.float64) * headroom), bar,
+                )  # fmt: skip
+            if peak == 0.0:
+                raise OfflineError("the mix is silent: check the stems and the [mix] settings")
+            gain_db = peak_dbfs - 20.0 * math.log10(peak) if normalize == "peak" else 0.0
+            gain = 10.0 ** (gain_db / 20.0)
+            if bits != "32f" and peak * gain > 1.0:
                 raise OfflineError(
-                    f"the premaster peaks at {20 * math.log10(np.max(np.abs(premaster))):+.2f} "
+                    f"the premaster peaks at {20 * math.log10(peak * gain):+.2f} "
                     f"dBFS and would clip at {bits} bits: normalise it or use bits = '32f'"
                 )
-            premaster = Dither(bits=int(bits), lanes=2).process(premaster)
-        premaster = premaster.astype(np.float32)
-        mastered = None
-        if master_name:
-            mastered = master_audio(
-                mix.astype(np.float32),
-                samplerate,
-                MasterOptions(
-                    preset=preset,
-                    chain=dict(_flatten_mix(chain)) if chain else {},
-                    bits=master_bits,
-                ),
-                bar,
-            )
-    write_atomic(args.output, premaster, samplerate, subtype=subtype)
-    m = measure(premaster, samplerate)
-    report = {
-        "session": str(session.path),
-        "stems": [str(s) for s in session.stems],
-        "samplerate": samplerate,
-        "premaster": {
-            "path": str(args.output),
-            "bits": bits,
-            "normalize": normalize,
-            "gain_db": gain_db,
-            "sample_peak_dbfs": finite_or_none(m["sample_peak_dbfs"]),
-            "true_peak_dbtp": finite_or_none(m["true_peak_dbtp"]),
-            "integrated_lufs": finite_or_none(m["integrated_lufs"]),
-            "loudness_range_lu": finite_or_none(m["loudness_range_lu"]),
-            "duration_s": len(premaster) / samplerate,
-        },
-    }
-    if mastered is not None:
-        write_atomic(master_out, mastered.audio, mastered.samplerate, subtype=BITS[master_bits])
-        mastered.report["output"]["path"] = str(master_out)
-        report["master"] = mastered.report
+            dither = Dither(bits=int(bits), lanes=2) if bits != "32f" else None
+            meter = LoudnessMeter(samplerate, 2)
+            bar.relabel("premaster", frames)
+            with (
+                open_audio(scratch) as mix_file,
+                atomic_sound_file(args.output, samplerate, 2, subtype) as premaster,
+            ):
+                for block in mix_file.blocks(READ_BLOCK_FRAMES, dtype="float64", always_2d=True):
+                    block = block * gain
+                    if dither is not None:
+                        block = dither.process(block)
+                    block = block.astype(np.float32)
+                    meter.process(block)
+                    premaster.write(block)
+                    bar.update(len(block))
+                mastered = None
+                if master_name:  # inside: a master that fails keeps the premaster unwritten
+                    opts = MasterOptions(
+                        preset=preset,
+                        chain=dict(_flatten_mix(chain)) if chain else {},
+                        bits=master_bits,
+                    )
+                    mastered = master_file(scratch, master_out, opts, bar)
+                    mastered["output"]["path"] = str(master_out)
+            m = meter.readings()
+            report = {
+                "session": str(session.path),
+                "stems": [str(s) for s in session.stems],
+                "samplerate": samplerate,
+                "premaster": {
+                    "path": str(args.output),
+                    "bits": bits,
+                    "normalize": normalize,
+                    "gain_db": gain_db,
+                    "sample_peak_dbfs": finite_or_none(m["sample_peak_dbfs"]),
+                    "true_peak_dbtp": finite_or_none(m["true_peak_dbtp"]),
+                    "integrated_lufs": finite_or_none(m["integrated_lufs"]),
+                    "loudness_range_lu": finite_or_none(m["loudness_range_lu"]),
+                    "duration_s": frames / samplerate,
+                },
+            }
+            if mastered is not None:
+                report["master"] = mastered
+    finally:
+        Path(scratch).unlink(missing_ok=True)
     return report
 
 

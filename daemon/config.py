@@ -22,6 +22,7 @@ Sections (see examples/studio.toml and the README's "Configuration" section):
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
 import tomllib
@@ -32,7 +33,13 @@ from types import MappingProxyType
 
 from studiod.dsp.layout import build_layout
 from studiod.dsp.registry import ParamError
-from studiod.dsp.session import MAX_BLOCK_FRAMES, SAMPLERATES, Session, SessionError
+from studiod.dsp.session import (
+    MAX_BLOCK_FRAMES,
+    SAMPLERATES,
+    Session,
+    SessionError,
+    unknown_keys,
+)
 
 BACKENDS = ("portaudio", "jack", "virtual")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -46,6 +53,13 @@ MIDI_APIS = ("alsa", "jack")
 # for several 1.3 ms periods; 0.5 ms kept a 64-frame stream free of xruns under control
 # floods. 0 leaves Python's default alone.
 DEFAULT_SWITCH_INTERVAL_MS = 0.5
+# Tables and arrays nested deeper than this are no config of ours (the deepest we read is
+# [session] monitor.system[i], four levels); tomllib recurses per level and would raise
+# RecursionError at about a thousand.
+MAX_TOML_DEPTH = 16
+# Linux: PATH_MAX 4096 bytes for a path, NAME_MAX 255 bytes for one of its components.
+PATH_MAX_BYTES = 4096
+NAME_MAX_BYTES = 255
 
 
 class ConfigError(ValueError):
@@ -139,7 +153,29 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: values nested too deeply (at most {MAX_TOML_DEPTH} levels)"
+        ) from None
     return parse_config(data, path)
+
+
+def _depth(value: object) -> int:
+    """How deeply tables and arrays nest in a parsed TOML value (without recursion)."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, Mapping):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_TOML_DEPTH:
+            break
+        todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def parse_config(data: Mapping, path: str | Path | None = None) -> Config:
@@ -147,9 +183,12 @@ def parse_config(data: Mapping, path: str | Path | None = None) -> Config:
     relative paths (the state dir) at the file's folder."""
     path = Path(path) if path is not None else None
     where = str(path) if path is not None else "<config>"
-    unknown = sorted(set(data) - set(SECTIONS))
+    if _depth(data) > MAX_TOML_DEPTH:
+        raise ConfigError(f"{where}: values nested too deeply (at most {MAX_TOML_DEPTH} levels)")
+    unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {unknown}; known: {list(SECTIONS)}")
+        text = unknown_keys(where, unknown, SECTIONS)
+        raise ConfigError(text.replace("unknown key(s)", "unknown section(s)", 1))
     for name in SECTIONS:
         if name in data and not isinstance(data[name], Mapping):
             raise ConfigError(f"{where}: [{name}] must be a table, not {_kind(data[name])}")
@@ -252,9 +291,12 @@ def _midi(table: dict, path: Path | None, where: str) -> dict | None:
     _str(table, "api", where, "midi", None, MIDI_APIS)
     raw = _str(table, "profile_dir", where, "midi", None)
     if raw is not None:
+        if "\0" in raw:
+            raise ConfigError(f"{where}: [midi] profile_dir: contains a NUL character")
         folder = Path(os.path.expanduser(raw))
         if not folder.is_absolute():
             folder = (path.parent if path is not None else Path.cwd()) / folder
+        _check_dir(folder, where, "midi", "profile_dir", writable=False)
         table["profile_dir"] = str(folder)
     profiles = table.get("profiles")
     if profiles is not None and (
@@ -278,9 +320,9 @@ def _kind(value: object) -> str:
 
 
 def _check_keys(table: Mapping, known: tuple[str, ...], where: str, section: str) -> None:
-    unknown = sorted(set(table) - set(known))
+    unknown = set(table) - set(known)
     if unknown:
-        raise ConfigError(f"{where}: [{section}] unknown key(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(unknown_keys(f"{where}: [{section}]", unknown, known))
 
 
 def _int(table, key, where, section, default, lo, hi) -> int:
@@ -409,6 +451,10 @@ def _params(table: Mapping, session: Session, where: str) -> tuple[tuple[str, ob
             raise ConfigError(
                 f'{where}: [params] {address}: quote addresses as keys, e.g. "/ch/1/fader" = -6.0'
             )
+        if address not in registry:
+            close = difflib.get_close_matches(address, [p.address for p in registry], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: [params] {address}: unknown address {address!r}{hint}")
         try:
             registry[address].validate(value)
         except ParamError as exc:
@@ -420,14 +466,45 @@ def _params(table: Mapping, session: Session, where: str) -> tuple[tuple[str, ob
 def _state(table: Mapping, base: Path, where: str) -> StateConfig:
     _check_keys(table, ("dir", "save_delay_s", "max_delay_s"), where, "state")
     raw = _str(table, "dir", where, "state", None)
+    if raw is not None and "\0" in raw:
+        raise ConfigError(f"{where}: [state] dir: contains a NUL character")
     directory = default_state_dir() if raw is None else Path(os.path.expanduser(raw))
     if not directory.is_absolute():
         directory = base / directory
+    if raw is not None:  # the default is systemd's StateDirectory= or the user's own
+        _check_dir(directory, where, "state", "dir")
     delay = _float(table, "save_delay_s", where, "state", 1.0, 0.0, 60.0)
     max_delay = _float(table, "max_delay_s", where, "state", 5.0, 0.0, 600.0)
     if max_delay < delay:
         raise ConfigError(f"{where}: [state] max_delay_s: must be >= save_delay_s ({delay:g})")
     return StateConfig(dir=directory, save_delay_s=delay, max_delay_s=max_delay)
+
+
+def _check_dir(directory: Path, where: str, section: str, key: str, writable: bool = True) -> None:
+    """A directory we will create and write (``writable``) or only read: a usable path
+    (length, NUL), and for writing either an existing writable directory or one creatable
+    under its nearest existing parent."""
+    text = os.fsencode(directory)
+    if b"\0" in text:
+        raise ConfigError(f"{where}: [{section}] {key}: contains a NUL character")
+    if len(text) > PATH_MAX_BYTES:
+        raise ConfigError(f"{where}: [{section}] {key}: longer than {PATH_MAX_BYTES} bytes")
+    for part in directory.parts:
+        if len(os.fsencode(part)) > NAME_MAX_BYTES:
+            raise ConfigError(
+                f"{where}: [{section}] {key}: the name {part[:24]!r}… is longer than "
+                f"{NAME_MAX_BYTES} bytes"
+            )
+    if not writable:
+        return
+    existing = directory
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{where}: [{section}] {key}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == directory else f"cannot be created in {existing}"
+        raise ConfigError(f"{where}: [{section}] {key}: {directory} {what}")
 
 
 def _log(table: Mapping, where: str) -> LogConfig:

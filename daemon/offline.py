@@ -7,12 +7,14 @@ a whole file without parameter glides, and crash-safe JSON output.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,8 +296,16 @@ class FileAnalysis:
     meter: LoudnessMeter
 
 
-def analyze_file(path: str | Path, progress: Progress | None = None) -> FileAnalysis:
-    """Stream ``path`` through the BS.1770-4 meter (constant memory for any length)."""
+def analyze_file(
+    path: str | Path, progress: Progress | None = None, finite_only: bool = False
+) -> FileAnalysis:
+    """Stream ``path`` through the BS.1770-4 meter (constant memory for any length).
+
+    A float file may hold NaN or infinite samples; no loudness is defined for them (the
+    meter's sums would be NaN, and a NaN reading must never pass for silence). Such a file
+    raises AudioFileError naming the first bad sample, unless ``finite_only``: then each
+    non-finite sample is measured as silence (0.0) and the readings count them in
+    ``nonfinite_samples``."""
     with open_audio(path) as f:
         channels, samplerate, frames = f.channels, f.samplerate, f.frames
         if channels not in loudness.DEFAULT_LAYOUT:
@@ -309,9 +319,21 @@ def analyze_file(path: str | Path, progress: Progress | None = None) -> FileAnal
             raise AudioFileError(f"{path}: {exc}") from None
         if progress:
             progress.relabel(Path(path).name, frames)
-        done = 0
+        done = nonfinite = 0
         try:
             for block in f.blocks(READ_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                bad = ~np.isfinite(block)
+                if bad.any():
+                    if not finite_only:
+                        frame, channel = np.argwhere(bad)[0]
+                        raise AudioFileError(
+                            f"{path}: sample {done + frame} of channel {channel + 1} is "
+                            f"{block[frame, channel]}: no loudness is defined for a file with "
+                            "NaN or infinite samples (--finite-only measures the others, "
+                            "counting the bad ones as silence)"
+                        )
+                    nonfinite += int(bad.sum())
+                    block = np.where(bad, np.float32(0.0), block)
                 meter.process(block)
                 done += len(block)
                 if progress:
@@ -331,6 +353,7 @@ def analyze_file(path: str | Path, progress: Progress | None = None) -> FileAnal
         "momentary_max_lufs": finite_or_none(r["momentary_max_lufs"]),
         "short_term_max_lufs": finite_or_none(r["shortterm_max_lufs"]),
         "correlation": finite_or_none(r["correlation"]),
+        "nonfinite_samples": nonfinite,
     }
     return FileAnalysis(readings, meter)
 
@@ -435,25 +458,51 @@ def run_engine(
 ) -> np.ndarray:
     """Render float32 ``inp`` [frames, n_inputs] and return output ``columns`` as float32
     [frames, len(columns)], aligned with the input (the engine's latency removed)."""
+    blocks = run_engine_blocks(engine, (inp[k : k + ENGINE_BLOCK_FRAMES]
+                                        for k in range(0, len(inp), ENGINE_BLOCK_FRAMES)),
+                               columns, progress)  # fmt: skip
+    parts = list(blocks)
+    if not parts:
+        return np.zeros((0, len(columns)), dtype=np.float32)
+    return np.concatenate(parts)
+
+
+def run_engine_blocks(
+    engine: Engine,
+    blocks: Iterable[np.ndarray],
+    columns: list[int],
+    progress: Progress | None = None,
+) -> Iterator[np.ndarray]:
+    """Render a stream of float32 input blocks [frames, n_inputs] (any lengths) and yield
+    output ``columns`` block by block, aligned with the input (the engine's latency removed:
+    its first ``latency_samples`` output frames are dropped and as many frames of silence
+    follow the input). Memory stays flat whatever the length of the stream."""
     _settle(engine)
     latency = engine.latency_samples
-    frames = len(inp)
-    total = frames + latency
     src = np.zeros((ENGINE_BLOCK_FRAMES, engine.session.n_inputs), dtype=np.float32)
     out = np.zeros((ENGINE_BLOCK_FRAMES, engine.session.n_outputs), dtype=np.float32)
-    result = np.zeros((total, len(columns)), dtype=np.float32)
-    for start in range(0, total, ENGINE_BLOCK_FRAMES):
-        n = min(ENGINE_BLOCK_FRAMES, total - start)
-        src[:] = 0.0
-        if start < frames:
-            m = min(n, frames - start)
-            src[:m] = inp[start : start + m]
-        engine.service()
-        engine.process(src[:n], out[:n])
-        result[start : start + n] = out[:n, columns]
-        if progress:
-            progress.update(n)
-    return result[latency:]
+    to_skip = latency
+
+    def tail() -> Iterator[np.ndarray]:
+        left = latency
+        while left > 0:
+            n = min(left, ENGINE_BLOCK_FRAMES)
+            yield np.zeros((n, engine.session.n_inputs), dtype=np.float32)
+            left -= n
+
+    for block in itertools.chain(blocks, tail()):
+        for start in range(0, len(block), ENGINE_BLOCK_FRAMES):
+            n = min(ENGINE_BLOCK_FRAMES, len(block) - start)
+            src[:n] = block[start : start + n]
+            engine.service()
+            engine.process(src[:n], out[:n])
+            if progress:
+                progress.update(n)
+            if to_skip >= n:
+                to_skip -= n
+                continue
+            yield out[to_skip:n, columns].copy()
+            to_skip = 0
 
 
 # --------------------------------------------------------------------------------------

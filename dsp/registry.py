@@ -62,7 +62,10 @@ class Param:
                     raise ParamError(f"{self.address}: {value!r} is not one of {self.choices}")
                 return float(self.choices.index(value))
             number = _as_number(self.address, value)
-            if number != int(number) or not 0 <= number < len(self.choices):
+            # NaN and ±inf first: int() of them raises, and they are no index anyway
+            if not math.isfinite(number) or number != int(number):
+                raise ParamError(f"{self.address}: index {value!r} is not a whole number")
+            if not 0 <= number < len(self.choices):
                 raise ParamError(
                     f"{self.address}: index {value!r} out of 0…{len(self.choices) - 1}"
                 )
@@ -122,7 +125,10 @@ def _as_number(address: str, value: object) -> float:
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float | np.integer | np.floating):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float range (a TOML or JSON integer)
+            raise ParamError(f"{address}: {value!r} is out of range") from None
     raise ParamError(f"{address}: expected a number, got {type(value).__name__} {value!r}")
 
 

@@ -6,6 +6,7 @@ build one from TOML; :func:`default_session` is the embedded demo's.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -99,8 +100,10 @@ class Session:
 def _names_unique(kind: str, names: list[str]) -> None:
     seen = set()
     for name in names:
-        if not name or "/" in name or " " in name:
-            raise SessionError(f"{kind} name {name!r} must be non-empty, no spaces or '/'")
+        if not name or "/" in name or " " in name or not name.isprintable() or len(name) > 64:
+            raise SessionError(
+                f"{kind} name {name!r} must be 1 to 64 printable characters, no spaces or '/'"
+            )
         if name in seen:
             raise SessionError(f"{kind} name {name!r} is used twice")
         seen.add(name)
@@ -138,9 +141,64 @@ def _validate(s: Session) -> None:
         raise SessionError("'master' is reserved, not a group name")
 
 
+# Bounds that keep a typo from allocating the machine away (``inputs = 0x7fffffff`` asked
+# for 8 TiB): the largest audio interfaces and JACK graphs have a few hundred ports.
+MAX_IO_CHANNEL = 256  # 1-based device input/output numbers, as [audio] input_map
+MAX_STRIPS = 256  # channels, groups, FX buses and monitor systems, each
+
+
+def unknown_keys(where: str, unknown: set, known) -> str:
+    """The error text for unknown keys, with the closest known key as a hint (a typo)."""
+    hints = []
+    for key in sorted(unknown, key=str):
+        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    return f"{where}: unknown key(s) {', '.join(hints)}; known: {sorted(known)}"
+
+
+def _table(value, known: tuple[str, ...], where: str) -> Mapping:
+    """A sub-table (a channel, a monitor system…) with only known keys."""
+    if not isinstance(value, Mapping):
+        raise SessionError(f"{where} must be a table, not {value!r}")
+    unknown = set(value) - set(known)
+    if unknown:
+        raise SessionError(unknown_keys(where, unknown, known))
+    return value
+
+
+def _list(data: Mapping, key: str, where: str) -> list:
+    value = data.get(key, [])
+    if not isinstance(value, list | tuple):
+        raise SessionError(f"{where}.{key} must be an array of tables, not {value!r}")
+    if len(value) > MAX_STRIPS:
+        raise SessionError(f"{where}.{key}: {len(value)} entries, at most {MAX_STRIPS}")
+    return list(value)
+
+
+def _text(table: Mapping, key: str, where: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        what = "is missing" if value is None else f"must be a string, not {value!r}"
+        raise SessionError(f"{where}.{key} {what}")
+    return value
+
+
+def _flag(table: Mapping, key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise SessionError(f"{where}.{key} must be true or false, not {value!r}")
+    return value
+
+
 def _ints(value, key: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
-        return (value,)
+        value = [value]
+    if isinstance(value, list | tuple) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        if any(not 1 <= v <= MAX_IO_CHANNEL for v in value):
+            raise SessionError(f"{key}: channel numbers are 1…{MAX_IO_CHANNEL}, got {value!r}")
+        return tuple(value)
     if isinstance(value, list | tuple) and all(
         isinstance(v, int) and not isinstance(v, bool) for v in value
     ):
@@ -149,34 +207,52 @@ def _ints(value, key: str) -> tuple[int, ...]:
 
 
 def _from_dict(data: Mapping, where: str) -> Session:
-    known = {"samplerate", "channel", "group", "fx", "monitor"}
-    unknown = set(data) - known
+    known = ("samplerate", "channel", "group", "fx", "monitor")
+    unknown = set(data) - set(known)
     if unknown:
-        raise SessionError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    channels = tuple(
-        ChannelSpec(str(c["name"]), _ints(c["inputs"], f"{where}: channel[{i}].inputs"))
-        for i, c in enumerate(data.get("channel", []))
-    )
-    groups = tuple(GroupSpec(str(g["name"])) for g in data.get("group", []))
-    fx = tuple(FxSpec(str(f["name"]), str(f.get("kind", "reverb"))) for f in data.get("fx", []))
-    monitor = data.get("monitor", {})
-    systems = tuple(
-        MonitorSystemSpec(
-            name=str(m["name"]),
-            outputs=_ints(m["outputs"], f"{where}: monitor.system[{i}].outputs"),
-            simulation=str(m.get("simulation", "none")),
-            mono=bool(m.get("mono", False)),
-            additive=bool(m.get("additive", False)),
+        raise SessionError(unknown_keys(where, unknown, known))
+    channels = []
+    for i, c in enumerate(_list(data, "channel", where)):
+        at = f"{where}: channel[{i}]"
+        c = _table(c, ("name", "inputs"), at)
+        if "inputs" not in c:
+            raise SessionError(f"{at}.inputs is missing")
+        channels.append(ChannelSpec(_text(c, "name", at), _ints(c["inputs"], f"{at}.inputs")))
+    groups = []
+    for i, g in enumerate(_list(data, "group", where)):
+        at = f"{where}: group[{i}]"
+        groups.append(GroupSpec(_text(_table(g, ("name",), at), "name", at)))
+    fx = []
+    for i, f in enumerate(_list(data, "fx", where)):
+        at = f"{where}: fx[{i}]"
+        f = _table(f, ("name", "kind"), at)
+        fx.append(FxSpec(_text(f, "name", at), _text(f, "kind", at, "reverb")))
+    monitor = _table(data.get("monitor", {}), ("system", "ext_inputs"), f"{where}: monitor")
+    systems = []
+    for i, m in enumerate(_list(monitor, "system", f"{where}: monitor")):
+        at = f"{where}: monitor.system[{i}]"
+        m = _table(m, ("name", "outputs", "simulation", "mono", "additive"), at)
+        if "outputs" not in m:
+            raise SessionError(f"{at}.outputs is missing")
+        systems.append(
+            MonitorSystemSpec(
+                name=_text(m, "name", at),
+                outputs=_ints(m["outputs"], f"{at}.outputs"),
+                simulation=_text(m, "simulation", at, "none"),
+                mono=_flag(m, "mono", at),
+                additive=_flag(m, "additive", at),
+            )
         )
-        for i, m in enumerate(monitor.get("system", []))
-    )
     ext = monitor.get("ext_inputs", ())
+    rate = data.get("samplerate", 48000)
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise SessionError(f"{where}: samplerate must be an integer, not {rate!r}")
     return Session(
-        samplerate=int(data.get("samplerate", 48000)),
-        channels=channels,
-        groups=groups,
-        fx=fx,
-        systems=systems,
+        samplerate=rate,
+        channels=tuple(channels),
+        groups=tuple(groups),
+        fx=tuple(fx),
+        systems=tuple(systems),
         ext_inputs=_ints(ext, f"{where}: monitor.ext_inputs") if ext else (),
     )
 

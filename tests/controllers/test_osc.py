@@ -17,7 +17,8 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from studiod.controllers.hub import ControlHub
-from studiod.controllers.osc import METER_FLOOR_DB, OscConfig, OscServer, pattern_regex
+from studiod.controllers.osc import METER_FLOOR_DB, OscConfig, OscServer
+from studiod.controllers.oscpattern import AddressPattern
 from studiod.dsp.engine import Engine
 from studiod.dsp.session import default_session
 
@@ -283,7 +284,7 @@ def test_pattern_matching_sets_and_queries_every_match(osc):
     assert [engine.get(f"/ch/{n}/solo") for n in (1, 2, 3)] == [0.0, 1.0, 1.0]
 
 
-def test_pattern_regex_agrees_with_python_osc_dispatcher(engine_session):
+def test_pattern_matching_agrees_with_python_osc_dispatcher(engine_session):
     """python-osc's dispatcher implements OSC 1.0 matching independently: same matches."""
     addresses = [p.address for p in Engine(engine_session).registry]
     dispatcher = Dispatcher()
@@ -292,7 +293,7 @@ def test_pattern_regex_agrees_with_python_osc_dispatcher(engine_session):
     patterns = ["/ch/*/fader", "/ch/?/eq/[1-3]/gain", "/monitor/{studio,car}/trim",
                 "/ch/[!2]/mute", "/master/*", "/*/*/fader", "/bus/d*/comp/*"]  # fmt: skip
     for pattern in patterns:
-        ours = {a for a in addresses if pattern_regex(pattern).match(a)}
+        ours = {a for a in addresses if AddressPattern.parse(pattern).matches(a)}
         theirs = {h.args[0] for h in dispatcher.handlers_for_address(pattern)}
         assert ours == theirs and ours, pattern
 
