@@ -248,7 +248,7 @@ def _realtime(args) -> int:
             master = daemon.core.levels(0)
         finally:
             daemon.close()
-        print(f"  monitor system      {daemon._system}")
+        print(f"  monitor system      {daemon.system}")
         print(f"  integrated          {master.integrated_lufs:7.2f} LUFS (master)")
         print(f"  loudness range      {master.loudness_range_lu:7.2f} LU")
         print(f"  true peak max       {master.true_peak_max_dbtp:7.2f} dBTP")
