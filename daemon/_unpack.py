@@ -6,7 +6,6 @@ wrote into a table (see studiod.daemon.native)."""
 import numpy as np
 from numba import carray
 
-from studiod.daemon.loudlog import TapState
 from studiod.daemon.native import address, unpacker
 from studiod.daemon.reference import PlayerState
 from studiod.daemon.rtstate import IoState, Shared, SlotRecord
@@ -14,6 +13,7 @@ from studiod.dsp.dynamics import CompressorArrays, GateArrays, MultibandArrays
 from studiod.dsp.engine import EngineState
 from studiod.dsp.linphase import LinphaseState
 from studiod.dsp.loudness import LoudnessState
+from studiod.dsp.loudtap import TapState
 
 SLOT_FINGERPRINT = "6a2fc49d04be0554"
 SLOT_WIDTH = 493
@@ -23,8 +23,8 @@ METER_FINGERPRINT = "78b4dbf87cabdc33"
 METER_WIDTH = 42
 PLAYER_FINGERPRINT = "898d6d27225aea62"
 PLAYER_WIDTH = 9
-TAP_FINGERPRINT = "1ede9444ac70843a"
-TAP_WIDTH = 85
+TAP_FINGERPRINT = "423e10d1ef09532c"
+TAP_WIDTH = 88
 
 
 @unpacker
@@ -1287,11 +1287,19 @@ def _TapState(tab, base):
             (
                 tab[base + 80],
                 tab[base + 81],
-                tab[base + 82],
             ),
             np.float64,
         ),
-        carray(address(tab[base + 83]), (tab[base + 84],), np.int64),
+        carray(
+            address(tab[base + 82]),
+            (
+                tab[base + 83],
+                tab[base + 84],
+                tab[base + 85],
+            ),
+            np.float64,
+        ),
+        carray(address(tab[base + 86]), (tab[base + 87],), np.int64),
     )
 
 
