@@ -465,6 +465,15 @@ class OscServer:
         with self._lock:
             return list(self._subs)
 
+    def broadcast(self, address: str, args: Iterable[object]) -> int:
+        """Send one message to every subscriber now, from any thread (an ``/alert``);
+        returns how many it was sent to. Lossy like all feedback (UDP)."""
+        dgram = build_message(address, args)
+        now = time.monotonic()
+        with self._lock:
+            subs = [dest for dest, sub in self._subs.items() if sub.expires > now]
+        return sum(1 for dest in subs if self._send(dest, dgram))
+
     # -- receiving -------------------------------------------------------------------------------
     def allowed(self, host: str) -> bool:
         """Whether a client host is in the allow-list."""

@@ -74,8 +74,9 @@ def _keep_systemd_waiting(notifier: Notifier, done: threading.Event) -> None:
 
 
 class _Hooks:
-    """The daemon's API for code that embeds it (tests, benchmarks, the demo): meter and
-    reload listeners, the monitor-source ring, snapshots, the player and the log tap."""
+    """The daemon's API for code that embeds it (tests, benchmarks, the demo) and for its
+    components: meter and reload listeners, the monitor-source ring, snapshots, the player
+    and the log tap, events for the alerts."""
 
     def _init_hooks(self) -> None:
         self._tokens = itertools.count(1)
@@ -142,8 +143,14 @@ class _Hooks:
         self.core.set_player(player)
 
     def attach_loudness_log_tap(self, tap) -> None:
-        """Feed a loudlog.TapState from the audio callback, after the engine; None detaches."""
+        """Feed a loudtap.TapState from the audio callback, after the engine; None detaches."""
         self.core.set_tap(tap)
+
+    def event(self, kind: str, state: str, text: str) -> None:
+        """A component's event for the alerts (device lost / back)."""
+        alerts = self.alerts
+        if alerts is not None:
+            alerts.event(kind, state, text)
 
     def apply_values(self, values, source: object = None) -> list[str]:
         """``hub.apply`` that waits out a full parameter queue (see StateComponent)."""
@@ -184,6 +191,7 @@ class Daemon(_Hooks):
         self._reload_path: str | Path | None = None
         self._reload_flag = threading.Event()
         self._init_hooks()
+        self._closed = False
         self._next_status_line = 0.0
         self._next_notify = 0.0
         self._next_stats = 0.0
@@ -215,12 +223,6 @@ class Daemon(_Hooks):
     @property
     def engine(self) -> Engine:
         return self.hub.engine
-
-    def event(self, kind: str, state: str, text: str) -> None:
-        """A component's event for the alerts (device lost / back)."""
-        alerts = self.alerts
-        if alerts is not None:
-            alerts.event(kind, state, text)
 
     # ------------------------------------------------------------------------------------
     # lifecycle
@@ -309,7 +311,11 @@ class Daemon(_Hooks):
             self._stop.wait(max(wait, 0.0))
 
     def close(self) -> None:
-        """Stop the components in reverse order (the state is saved last), tell systemd."""
+        """Stop the components in reverse order (the state is saved last), tell systemd.
+        Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
         self.notifier.stopping()
         for part in reversed(self.components):
             try:

@@ -1,0 +1,63 @@
+"""Live alerts through the daemon on a virtual device: a true peak over the target's
+ceiling, the device lost and back, hysteresis; each in the journal, the status text and
+the loudness log (``studiod log --alerts``)."""
+
+import math
+import time
+
+import numpy as np
+
+from studiod.daemon import logdb
+from studiod.daemon.alerts import _Condition
+from tests.daemon.test_runtime import FS, Rig, write_config
+
+
+def test_condition_raises_after_its_delay_and_clears_after_clear_s():
+    cond = _Condition(delay_s=2.0, clear_s=3.0)
+    assert [cond.update(True, t) for t in (0.0, 1.0)] == [None, None]
+    assert cond.update(True, 2.0) == "raise"
+    assert cond.update(False, 3.0) is None  # gone, but not long enough
+    assert cond.update(True, 4.0) is None  # back before clear_s: still the same alert
+    assert [cond.update(False, t) for t in (5.0, 7.0, 8.0)] == [None, None, "clear"]
+    assert cond.update(True, 8.5) is None and cond.raised is False
+
+
+def loud(seconds=2.0) -> np.ndarray:
+    """A 997 Hz sine at -0.5 dBFS peak on input 1 (its true peak is over -1 dBTP)."""
+    t = np.arange(int(seconds * FS)) / FS
+    x = np.zeros((len(t), 6), np.float32)
+    x[:, 0] = 10 ** (-0.5 / 20) * np.sin(2 * np.pi * 997.0 * t)
+    return x
+
+
+def test_true_peak_and_device_alerts_reach_the_journal_status_and_log(tmp_path, started, caplog):
+    # pan hard left, limiter off: the sine reaches the master at its own peak
+    params = '"/ch/1/pan" = -1.0\n"/master/limiter/on" = 0'
+    rig = Rig(loud())
+    daemon, _ = started(write_config(tmp_path, params=params), rig=rig)
+    caplog.set_level("INFO", logger="studiod")
+    end = time.monotonic() + 3.0
+    while ("true_peak", "master") not in daemon.alerts.active and time.monotonic() < end:
+        daemon.run(0.1)
+    alert = daemon.alerts.active[("true_peak", "master")]
+    assert alert.severity == "warning" and "over the spotify ceiling -1.0 dBTP" in alert.message
+    tp = float(alert.message.split()[2])
+    assert -1.0 < tp <= 0.0 and math.isfinite(tp)
+    assert "ALERT" in daemon.status_text() and "true_peak:master" in daemon.status_text()
+    assert any("alert true_peak warning master" in r.getMessage() for r in caplog.records)
+
+    rig.broken = True
+    rig.device.fail("unplugged")
+    daemon.run(1.5)
+    assert daemon.alerts.active[("device", "device")].severity == "critical"
+    rig.broken = False
+    daemon.run(1.0)
+    assert ("device", "device") not in daemon.alerts.active
+    db = daemon.loudness.log.path
+    daemon.close()
+    rows = logdb.query_alerts(db, 0, 2e9)
+    assert ("true_peak", "warning", "master") in {
+        (r["kind"], r["severity"], r["bus"]) for r in rows
+    }
+    device = [(r["severity"], r["message"].split(":")[0]) for r in rows if r["kind"] == "device"]
+    assert device == [("critical", "audio device lost"), ("clear", "audio device back")]
