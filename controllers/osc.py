@@ -26,6 +26,11 @@ Protocol messages (not parameters):
     ``f momentary_lufs, f shortterm_lufs, f integrated_lufs, f true_peak_dbtp``.
 ``/meters/channels`` (stream, or query)
     ``f`` peak level in dBFS per channel strip, in session order.
+``/meters/correlation`` (stream, or query)
+    ``f`` the L/R correlation of what is heard over the last second, -1 to +1 (+1: mono
+    compatible, below 0: out-of-phase content that cancels in mono); absent in silence.
+``/alert s kind, s severity, s bus, s message`` (sent to subscribers)
+    A live alert raised or cleared (severity ``clear``); see ``studiod.daemon.alerts``.
 ``/error s address, s reason``
     Sent to the sender for anything refused: unknown address, wrong type, out of range, NaN,
     malformed packet, rate limit. Logged once per client per second; never reaches the engine.
@@ -35,6 +40,7 @@ mapping with any of these keys (missing keys are simply not streamed)::
 
     "momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp": float
     "channel_peak_dbfs": sequence of float, one per channel strip
+    "correlation": float from -1 to 1, or None
 
 Values below ``METER_FLOOR_DB`` or not finite (silence, an integrated loudness not yet
 defined) are sent as ``METER_FLOOR_DB``, because many OSC surfaces cannot display -inf.
@@ -92,6 +98,7 @@ _PATTERN_CHARS = frozenset("?*[]{}")
 ERROR_ADDRESS = "/error"
 METERS_LOUDNESS = "/meters/loudness"
 METERS_CHANNELS = "/meters/channels"
+METERS_CORRELATION = "/meters/correlation"
 LOUDNESS_KEYS = ("momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp")
 
 MetersProvider = Callable[[], Mapping[str, object]]
@@ -538,7 +545,7 @@ class OscServer:
             self._subscribe(peer, args)
         elif address == "/unsubscribe":
             self._unsubscribe(peer, args)
-        elif address in (METERS_LOUDNESS, METERS_CHANNELS):
+        elif address in (METERS_LOUDNESS, METERS_CHANNELS, METERS_CORRELATION):
             if args:
                 self._refuse(peer, address, "meters are read-only (send no argument to query)")
             else:
@@ -713,6 +720,9 @@ class OscServer:
         levels = meters.get("channel_peak_dbfs") if meters else None
         if levels is not None and len(levels) > 0:
             out[METERS_CHANNELS] = build_message(METERS_CHANNELS, [meter_db(v) for v in levels])
+        corr = meters.get("correlation") if meters else None
+        if corr is not None and math.isfinite(corr):
+            out[METERS_CORRELATION] = build_message(METERS_CORRELATION, [float(corr)])
         return out
 
     def _sender_loop(self) -> None:

@@ -157,6 +157,22 @@ class AlertsComponent(Component):
             )  # fmt: skip
         self._check_xruns(now)
         self._check_loudness_log(now)
+        self._check_mono(now)
+
+    def _check_mono(self, now: float) -> None:
+        """The master's correlation of the last second (logged by the loudness monitor)."""
+        monitor = self.host.loudness
+        current = monitor.log if monitor is not None else None
+        if current is None:
+            return
+        corr = current.latest.get("master", {}).get("correlation")
+        limit = self.cfg.mono_correlation
+        self._check(
+            "mono", "master", corr is not None and corr < limit, now, "warning",
+            f"correlation {corr if corr is not None else 0.0:+.2f} below {limit:+.2f} for "
+            f"{self.cfg.mono_delay_s:g} s: out-of-phase content cancels in mono",
+            self.cfg.mono_delay_s,
+        )  # fmt: skip
 
     def _check_xruns(self, now: float) -> None:
         core = self.host.core

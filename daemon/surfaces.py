@@ -139,7 +139,17 @@ class OscComponent(Component):
             "integrated_lufs": lv.integrated_lufs,
             "true_peak_dbtp": lv.true_peak_dbtp,
             "channel_peak_dbfs": channels,
+            "correlation": self._correlation(),
         }
+
+    def _correlation(self) -> float | None:
+        """The heard system's correlation over the last second (the loudness log's tap)."""
+        monitor = self.host.loudness
+        current = monitor.log if monitor is not None else None
+        system = self.host.system
+        if current is None or not system:
+            return None
+        return current.latest.get(system, {}).get("correlation")
 
     def status(self) -> dict:
         osc = self.osc

@@ -6,6 +6,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 
 from studiod.daemon import logdb
 from studiod.daemon.alerts import _Condition
@@ -61,3 +62,22 @@ def test_true_peak_and_device_alerts_reach_the_journal_status_and_log(tmp_path, 
     }
     device = [(r["severity"], r["message"].split(":")[0]) for r in rows if r["kind"] == "device"]
     assert device == [("critical", "audio device lost"), ("clear", "audio device back")]
+
+
+def test_out_of_phase_master_raises_mono_and_reads_minus_one(tmp_path, started):
+    """Input 2 is input 1 inverted, panned hard right against hard left: the master's
+    correlation is -1 (it cancels in mono)."""
+    t = np.arange(2 * FS) / FS
+    x = np.zeros((len(t), 6), np.float32)
+    x[:, 0] = 0.1 * np.sin(2 * np.pi * 997.0 * t)
+    x[:, 1] = -x[:, 0]
+    path = write_config(tmp_path, params='"/ch/1/pan" = -1.0\n"/ch/2/pan" = 1.0')
+    path.write_text(path.read_text() + "\n[alerts]\nmono_delay_s = 1.0\n")
+    daemon, _ = started(path, rig=Rig(x))
+    end = time.monotonic() + 5.0
+    while ("mono", "master") not in daemon.alerts.active and time.monotonic() < end:
+        daemon.run(0.1)
+    alert = daemon.alerts.active[("mono", "master")]
+    assert alert.message.startswith("correlation -1.00 below -0.30")
+    assert daemon.loudness.log.latest["master"]["correlation"] == pytest.approx(-1.0, abs=1e-6)
+    assert daemon.component("osc").meters()["correlation"] == pytest.approx(-1.0, abs=1e-6)
