@@ -3,7 +3,7 @@
 Every error names the file, the key and the reason, e.g.
 ``studio.toml: [audio] block_frames: must be a power of two from 16 to 8192, got 100``.
 
-Sections (see examples/studio.toml and the README's "Configuration" section):
+Sections (see examples/studio.toml and docs/configuration.md):
 
 * ``[audio]``    the device (PortAudio name/pattern and host API, or the virtual device),
   samplerate, block size, input and output channel maps, realtime knobs;
@@ -45,7 +45,7 @@ SECTIONS = ("audio", "session", "params", "state", "log", *PASS_THROUGH, "loudne
 MIN_BLOCK_FRAMES = 16
 MIDI_KEYS = ("enabled", "api", "profile_dir", "profiles", "poll_s")
 MIDI_APIS = ("alsa", "jack")
-# The default GIL switch interval, chosen by measurement (README "Running the daemon",
+# The default GIL switch interval, chosen by measurement (docs/realtime.md,
 # benchmarks/bench_soak.py): CPython's 5 ms default lets a busy control thread hold the GIL
 # for several 1.3 ms periods; 0.5 ms kept a 64-frame stream free of xruns under control
 # floods. 0 leaves Python's default alone.
