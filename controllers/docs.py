@@ -66,11 +66,15 @@ dBTP) and `/meters/channels f…` (peak dBFS per channel strip), at `meter_hz` t
 subscribers, or once on a query (no argument). Silence and undefined values read −144.
 `/meters/correlation f` is the L/R correlation of what is heard over the last second
 (+1: mono compatible, below 0: out-of-phase content that cancels in mono; not sent in
-silence).
+silence). `/meters/inputs` is gain staging: per channel strip, before trim and fader, `f`
+peak dBFS (the last block's), `f` RMS dBFS (since the previous message), `f` that RMS
+against the reference level (`[alerts] reference_dbfs`, −18 dBFS RMS by default, the
+alignment level most mixing practice stages to) and `i` the samples clipped since start
+(at or above −0.1 dBFS).
 
 **Alerts.** Subscribers also receive `/alert s kind s severity s bus s message` whenever
 a live alert is raised or cleared (a clear has severity `clear`): `true_peak`, `target`,
-`mono`, `dose`, `device`, `xrun` (see [the loudness log](loudness-log.md#live-alerts)).
+`clip`, `mono`, `dose`, `device`, `xrun` (see [the loudness log](loudness-log.md#live-alerts)).
 
 **Errors.** Unknown address, wrong type, out of range, NaN, malformed packet, rate limit:
 `/error s address s reason` to the sender (rate-limit errors at most once a second), logged

@@ -29,6 +29,11 @@ Protocol messages (not parameters):
 ``/meters/correlation`` (stream, or query)
     ``f`` the L/R correlation of what is heard over the last second, -1 to +1 (+1: mono
     compatible, below 0: out-of-phase content that cancels in mono); absent in silence.
+``/meters/inputs`` (stream, or query)
+    Gain staging, per channel strip in session order, before trim and fader: ``f`` peak
+    dBFS (the last block's), ``f`` RMS dBFS (since the previous message), ``f`` that RMS
+    against the reference level (``[alerts] reference_dbfs``, default -18 dBFS), ``i``
+    clipped samples since start (at or above -0.1 dBFS).
 ``/alert s kind, s severity, s bus, s message`` (sent to subscribers)
     A live alert raised or cleared (severity ``clear``); see ``studiod.daemon.alerts``.
 ``/error s address, s reason``
@@ -41,6 +46,7 @@ mapping with any of these keys (missing keys are simply not streamed)::
     "momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp": float
     "channel_peak_dbfs": sequence of float, one per channel strip
     "correlation": float from -1 to 1, or None
+    "inputs": sequence of (peak_dbfs, rms_dbfs, re_reference_db, clips) per channel strip
 
 Values below ``METER_FLOOR_DB`` or not finite (silence, an integrated loudness not yet
 defined) are sent as ``METER_FLOOR_DB``, because many OSC surfaces cannot display -inf.
@@ -99,6 +105,7 @@ ERROR_ADDRESS = "/error"
 METERS_LOUDNESS = "/meters/loudness"
 METERS_CHANNELS = "/meters/channels"
 METERS_CORRELATION = "/meters/correlation"
+METERS_INPUTS = "/meters/inputs"
 LOUDNESS_KEYS = ("momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp")
 
 MetersProvider = Callable[[], Mapping[str, object]]
@@ -545,7 +552,7 @@ class OscServer:
             self._subscribe(peer, args)
         elif address == "/unsubscribe":
             self._unsubscribe(peer, args)
-        elif address in (METERS_LOUDNESS, METERS_CHANNELS, METERS_CORRELATION):
+        elif address in (METERS_LOUDNESS, METERS_CHANNELS, METERS_CORRELATION, METERS_INPUTS):
             if args:
                 self._refuse(peer, address, "meters are read-only (send no argument to query)")
             else:
@@ -720,6 +727,14 @@ class OscServer:
         levels = meters.get("channel_peak_dbfs") if meters else None
         if levels is not None and len(levels) > 0:
             out[METERS_CHANNELS] = build_message(METERS_CHANNELS, [meter_db(v) for v in levels])
+        inputs = meters.get("inputs") if meters else None
+        if inputs:
+            values = []
+            for peak_dbfs, rms_dbfs, re_reference_db, clips in inputs:
+                re_ref = float(re_reference_db) if math.isfinite(re_reference_db) else None
+                values += [meter_db(peak_dbfs), meter_db(rms_dbfs)]
+                values += [METER_FLOOR_DB if re_ref is None else re_ref, int(clips)]
+            out[METERS_INPUTS] = build_message(METERS_INPUTS, values)
         corr = meters.get("correlation") if meters else None
         if corr is not None and math.isfinite(corr):
             out[METERS_CORRELATION] = build_message(METERS_CORRELATION, [float(corr)])

@@ -12,7 +12,8 @@ alert after it has held for its delay and clears it after it has been gone for
                down; a quiet passage below the target is music, not a fault, so only a
                whole programme is held to the lower bound), and once per programme
                segment whose integrated loudness ends outside target +- tolerance;
-``clip``       a channel's input at or above ``clip_dbfs`` (pre-fader input meters);
+``clip``       a channel's input at or above -0.1 dBFS (the pre-fader input meters; the bus
+               is the channel's name), at once;
 ``mono``       the master's correlation below ``mono_correlation`` for ``mono_delay_s``
                (out-of-phase content that cancels when summed to mono);
 ``dose``       a calibrated system's daily noise dose passing each of ``dose_steps_percent``
@@ -104,13 +105,18 @@ class AlertsComponent(Component):
         self.history: collections.deque[Alert] = collections.deque(maxlen=256)
         self._xruns: collections.deque[tuple[float, int]] = collections.deque()
         self._dose_step: dict[str, tuple[str, int]] = {}  # bus -> (day, steps passed)
-        self._segments_seen = 0
+        self._segment_seen = None  # the last closed segment looked at
+        self.inputs: list = []  # the last second's inputs.InputLevel per channel
+        self._reader = None
         self._configure(host.config)
 
     def _configure(self, config) -> None:
         self.cfg = config.alerts
         self.target = find_target(config.loudness.target)
         self._conditions.clear()
+        from studiod.daemon.inputs import InputMeterReader
+
+        self._reader = InputMeterReader(lambda: self.host.hub.engine, self.cfg.reference_dbfs)
 
     def apply(self, plan: Plan) -> str | None:
         if not plan.touches(self.sections):
@@ -158,6 +164,17 @@ class AlertsComponent(Component):
         self._check_xruns(now)
         self._check_loudness_log(now)
         self._check_mono(now)
+        self._check_inputs(now)
+
+    def _check_inputs(self, now: float) -> None:
+        self.inputs = self._reader.read()
+        for level in self.inputs:
+            self._check(
+                "clip", level.channel, level.clips > 0, now, "warning",
+                f"input {level.channel}: {level.clips} samples at or above -0.1 dBFS in the "
+                f"last second (peak {_fmt_db(level.peak_dbfs)} dBFS): lower the source or its "
+                "preamp",
+            )  # fmt: skip
 
     def _check_mono(self, now: float) -> None:
         """The master's correlation of the last second (logged by the loudness monitor)."""
@@ -195,7 +212,11 @@ class AlertsComponent(Component):
             return
         segments = list(current.recent_segments)
         t = self.target
-        for seg in segments[self._segments_seen :] if len(segments) >= self._segments_seen else []:
+        # the segments closed since the last look (recent_segments keeps the last 64; a
+        # new log after a reload starts empty)
+        seen = self._segment_seen
+        start = next((k + 1 for k in range(len(segments) - 1, -1, -1) if segments[k] is seen), 0)
+        for seg in segments[start:]:
             lufs = seg.integrated_lufs
             if math.isfinite(lufs) and abs(lufs - t.integrated_lufs) > t.tolerance_lu:
                 self.emit(Alert(
@@ -203,7 +224,8 @@ class AlertsComponent(Component):
                     f"programme segment integrated {lufs:.1f} LUFS, outside the {t.name} "
                     f"target {t.integrated_lufs:g} LUFS +-{t.tolerance_lu:g} LU",
                 ))  # fmt: skip
-        self._segments_seen = len(segments)
+        if segments:
+            self._segment_seen = segments[-1]
         steps = self.cfg.dose_steps_percent
         for bus in current.calibrated_buses():
             dose = current.dose(bus)
@@ -257,10 +279,16 @@ class AlertsComponent(Component):
             monitor.log.alert(alert.time, alert.kind, alert.severity, alert.bus, alert.message)
 
     def status_line(self) -> str:
-        if not self.active:
-            return ""
-        names = sorted({f"{kind}:{bus}" for kind, bus in self.active})
-        return "ALERT " + " ".join(names)
+        """The loudest input against the reference level, and the active alerts."""
+        parts = []
+        playing = [v for v in self.inputs if math.isfinite(v.rms_dbfs)]
+        if playing:
+            top = max(playing, key=lambda v: v.rms_dbfs)
+            parts.append(f"in {top.channel} {top.re_reference_db:+.1f} dB re "
+                         f"{self.cfg.reference_dbfs:g} dBFS")  # fmt: skip
+        if self.active:
+            parts.append("ALERT " + " ".join(sorted({f"{k}:{b}" for k, b in self.active})))
+        return "  ".join(parts)
 
     def status(self) -> dict:
         return {"alerts_active": len(self.active), "alerts_total": len(self.history)}

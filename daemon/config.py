@@ -120,14 +120,13 @@ class AlertsConfig:
     """[alerts]: what the alerts watch and how long a condition must last (seconds).
 
     The delivery target (its true-peak ceiling and loudness tolerance) is [loudness]
-    target. clip_dbfs: an input sample at or above this is a clip; mono_correlation: the
-    master's correlation below this is a mono-compatibility problem; xrun_burst: this many
+    target. mono_correlation: the master's correlation below this is a mono-compatibility
+    problem; xrun_burst: this many
     xruns within xrun_window_s; clear_s: how long a condition must be gone before its
     alert clears (hysteresis); reference_dbfs: the gain-staging reference (RMS)."""
 
     enabled: bool = True
     target_delay_s: float = 10.0
-    clip_dbfs: float = -0.1
     mono_correlation: float = -0.3
     mono_delay_s: float = 3.0
     xrun_burst: int = 3
@@ -546,7 +545,6 @@ def _alerts(table: Mapping, where: str) -> AlertsConfig:
     return AlertsConfig(
         enabled=enabled,
         target_delay_s=_float(table, "target_delay_s", where, s, 10.0, 0.0, 600.0),
-        clip_dbfs=_float(table, "clip_dbfs", where, s, -0.1, -20.0, 0.0),
         mono_correlation=_float(table, "mono_correlation", where, s, -0.3, -1.0, 0.0),
         mono_delay_s=_float(table, "mono_delay_s", where, s, 3.0, 0.0, 600.0),
         xrun_burst=_int(table, "xrun_burst", where, s, 3, 1, 100000),

@@ -42,6 +42,8 @@ class OscComponent(Component):
         self.surfaces = surfaces
         self.osc = None  # controllers.osc.OscServer while OSC runs
         self.oscquery = None  # controllers.oscquery.OscQueryServer
+        self._inputs = None  # inputs.InputMeterReader (the meter stream's interval)
+        self._inputs_lock = threading.Lock()  # the sender thread and queries read it
 
     def prepare(self) -> None:
         # imported while the daemon starts (before the stream runs: an import holds the GIL)
@@ -118,6 +120,17 @@ class OscComponent(Component):
         osc = self.osc
         return osc.broadcast(address, args) if osc is not None else 0
 
+    def _input_levels(self) -> list[tuple]:
+        """(peak dBFS, RMS dBFS, RMS re the reference, clips since start) per channel."""
+        from studiod.daemon.inputs import InputMeterReader
+
+        with self._inputs_lock:
+            if self._inputs is None:
+                reference = self.host.config.alerts.reference_dbfs
+                self._inputs = InputMeterReader(lambda: self.host.hub.engine, reference)
+            levels = self._inputs.read()
+        return [(v.peak_dbfs, v.rms_dbfs, v.re_reference_db, v.clips_total) for v in levels]
+
     def meters(self) -> dict:
         """The OSC meter streams (any thread): loudness and true peak of what is heard (the
         monitor outputs' meter: momentary and short-term live, integrated since the reset,
@@ -127,12 +140,7 @@ class OscComponent(Component):
         if core is None or hub is None:
             return {}
         lv = core.levels(METER_MONITOR)
-        state = hub.engine.state
-        peaks = state.ch_peak
-        channels = [
-            dbfs(float(peaks[first : first + count].max()))
-            for first, count in zip(state.ch_lane0, state.ch_lanes, strict=True)
-        ]
+        channels = [dbfs(float(p)) for p in hub.engine.channel_peaks()]
         return {
             "momentary_lufs": lv.momentary_lufs,
             "shortterm_lufs": lv.shortterm_lufs,
@@ -140,6 +148,7 @@ class OscComponent(Component):
             "true_peak_dbtp": lv.true_peak_dbtp,
             "channel_peak_dbfs": channels,
             "correlation": self._correlation(),
+            "inputs": self._input_levels(),
         }
 
     def _correlation(self) -> float | None:

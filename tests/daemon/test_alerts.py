@@ -81,3 +81,63 @@ def test_out_of_phase_master_raises_mono_and_reads_minus_one(tmp_path, started):
     assert alert.message.startswith("correlation -1.00 below -0.30")
     assert daemon.loudness.log.latest["master"]["correlation"] == pytest.approx(-1.0, abs=1e-6)
     assert daemon.component("osc").meters()["correlation"] == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_gain_staging_reads_inputs_against_the_reference_and_clips_alert(tmp_path, started):
+    """Input 1 at -18 dBFS RMS (the reference) with two full-scale samples a second (they
+    add 0.01 dB to the RMS)."""
+    t = np.arange(FS) / FS
+    x = np.zeros((FS, 6), np.float32)
+    x[:, 0] = 10 ** (-18 / 20) * math.sqrt(2) * np.sin(2 * np.pi * 997.0 * t)
+    x[24000:24002, 0] = 1.0
+    daemon, _ = started(write_config(tmp_path), rig=Rig(x))
+    osc = daemon.component("osc")
+    osc.meters()  # start the stream's interval
+    daemon.run(1.0)
+    peak, rms, re_ref, clips = osc.meters()["inputs"][0]
+    assert rms == pytest.approx(-18.0, abs=0.05) and re_ref == pytest.approx(0.0, abs=0.05)
+    assert peak <= 0.0 and clips >= 2
+    assert osc.meters()["inputs"][1][1] == -math.inf  # channel b: silent input
+    end = time.monotonic() + 3.0
+    while ("clip", "a") not in daemon.alerts.active and time.monotonic() < end:
+        daemon.run(0.1)
+    alert = daemon.alerts.active[("clip", "a")]
+    assert alert.severity == "warning" and "samples at or above -0.1 dBFS" in alert.message
+    assert "in a +0.0 dB re -18 dBFS" in daemon.status_text()
+
+
+def test_a_segment_outside_the_target_alerts_once(tmp_path):
+    """Closed programme segments are judged once each, also when the log keeps only its
+    last 64 and when a reload brings a new log."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from studiod.daemon.alerts import AlertsComponent
+    from studiod.daemon.config import parse_config
+    from studiod.dsp import loudness as ld
+    from studiod.dsp.loudtap import Segment
+
+    def segment(lufs):
+        seg = Segment("master", first_hop=0)
+        seg.acc[3] = 10.0  # hops fed
+        seg.meters[ld.INTEGRATED] = lufs
+        return seg
+
+    log = SimpleNamespace(recent_segments=deque(maxlen=64), calibrated_buses=lambda: [],
+                          alert=lambda *a: None)  # fmt: skip
+    session = {"channel": [{"name": "a", "inputs": 1}],
+               "monitor": {"system": [{"name": "studio", "outputs": [1, 2]}]}}  # fmt: skip
+    config = parse_config({"session": session})
+    host = SimpleNamespace(config=config, loudness=SimpleNamespace(log=log),
+                           component=lambda name: None, core=None)  # fmt: skip
+    alerts = AlertsComponent(host)
+    for lufs in [-14.2] + [-20.0] * 70:  # within the spotify tolerance, then 70 too quiet
+        log.recent_segments.append(segment(lufs))
+        alerts._check_loudness_log(0.0)
+    quiet = [a for a in alerts.history if a.kind == "target"]
+    assert len(quiet) == 70 and "integrated -20.0 LUFS" in quiet[0].message
+    alerts._check_loudness_log(0.0)  # nothing new: nothing raised
+    assert len([a for a in alerts.history if a.kind == "target"]) == 70
+    log.recent_segments = deque([segment(-8.0)], maxlen=64)  # a new log after a reload
+    alerts._check_loudness_log(0.0)
+    assert alerts.history[-1].message.startswith("programme segment integrated -8.0 LUFS")
