@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from studiod.controllers.atomic import atomic_write
 
 
 class AudioFileError(OSError):
@@ -32,18 +32,8 @@ def write_atomic(
     """Write through a temporary file in the same directory and rename it into place, so a
     failure never leaves a half-written file or clobbers an existing one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = _format_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, samplerate, subtype=subtype, format=fmt)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: sf.write(tmp, data, samplerate, subtype=subtype, format=fmt))
 
 
 def _format_for(path: Path) -> str:

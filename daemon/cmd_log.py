@@ -217,9 +217,11 @@ def main(args) -> int:
             print("studiod log: nothing to plot in this time range", file=sys.stderr)
             return 1
         try:
-            logdb.plot_png(args.plot, readings, segments, target,
-                             title=f"studiod loudness log, {path.name}")  # fmt: skip
-        except (OSError, RuntimeError) as exc:
+            from studiod.daemon.plot import plot_log
+
+            plot_log(args.plot, readings, segments, target,
+                     title=f"studiod loudness log, {path.name}")  # fmt: skip
+        except (OSError, RuntimeError) as exc:  # plot.PlotError is a RuntimeError
             print(f"studiod log: {args.plot}: {exc}", file=sys.stderr)
             return 1
         if not to_stdout:

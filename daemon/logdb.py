@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
-import os
 import queue
 import sqlite3
 import threading
@@ -20,8 +19,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from studiod.dsp.targets import Target
 from studiod.dsp.targets import target as find_target
@@ -441,88 +438,3 @@ def write_csv(rows: Sequence[dict], out, time_columns=("t", "start_t", "end_t"))
             if k in time_columns:
                 line.append(_iso(v))
         writer.writerow(line)
-
-
-def plot_png(
-    path_png: str | Path,
-    readings: Sequence[dict],
-    segments: Sequence[dict] = (),
-    target=None,
-    title: str = "studiod loudness log",
-) -> None:
-    """Momentary / short-term loudness and true peak per bus over time (segments shaded,
-    the target (a ``dsp.targets.Target``) drawn in), and the listening level and dose where
-    logged; writes a PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display on a server
-        import matplotlib.dates as mdates
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError(
-            "--plot needs matplotlib: install the plot extra "
-            "(pip install 'studiod[plot]', or ./run installs it)"
-        ) from None
-
-    has_spl = any(r["laeq_dba"] is not None for r in readings)
-    n_axes = 3 if has_spl else 2
-    fig, axes = plt.subplots(n_axes, 1, figsize=(12, 3.2 * n_axes), sharex=True, squeeze=False)
-    axes = axes[:, 0]
-    buses = list(dict.fromkeys(r["bus"] for r in readings))
-    if has_spl:
-        ax_dose = axes[2].twinx()
-        ax_dose.set_ylabel("daily noise dose (%, dashed)")
-
-    def series(bus, key):
-        pts = [(r["t"], r[key]) for r in readings if r["bus"] == bus]
-        t = [dt.datetime.fromtimestamp(p[0]) for p in pts]
-        v = [np.nan if p[1] is None else p[1] for p in pts]
-        return t, np.array(v, dtype=float)
-
-    for i, bus in enumerate(buses):
-        color = f"C{i % 10}"
-        t, m = series(bus, "momentary_max_lufs")
-        axes[0].plot(t, m, color=color, lw=0.6, alpha=0.5)
-        t, s = series(bus, "shortterm_lufs")
-        axes[0].plot(t, s, color=color, lw=1.6, label=f"{bus} short-term (thin: momentary max)")
-        t, tp = series(bus, "true_peak_dbtp")
-        axes[1].plot(t, tp, color=color, lw=1.0, label=f"{bus} true peak")
-        if has_spl:
-            t, la = series(bus, "laeq_dba")
-            if np.any(np.isfinite(la)):
-                axes[2].plot(t, la, color=color, lw=1.0, label=f"{bus} LAeq,1s")
-                t, d = series(bus, "dose_percent")
-                ax_dose.plot(t, d, color=color, lw=1.0, ls="--", label=f"{bus} dose")
-    for seg in segments:
-        start = dt.datetime.fromtimestamp(seg["start_t"])
-        end = dt.datetime.fromtimestamp(seg["end_t"] or readings[-1]["t"])
-        ok = seg["compliant"]
-        shade = "0.85" if ok is None else ("#c8e6c9" if ok else "#ffcdd2")
-        axes[0].axvspan(start, end, color=shade, zorder=0)
-        if seg["integrated_lufs"] is not None:
-            axes[0].hlines(seg["integrated_lufs"], start, end, colors="k", lw=1.2)
-    if target is not None:
-        axes[0].axhline(target.integrated_lufs, color="k", ls=":", lw=1.0,
-                        label=f"{target.name} {target.integrated_lufs:g} LUFS")  # fmt: skip
-        axes[1].axhline(target.ceiling_dbtp, color="r", ls=":", lw=1.0,
-                        label=f"{target.name} ceiling {target.ceiling_dbtp:g} dBTP")  # fmt: skip
-    axes[0].set_ylabel("loudness (LUFS)")
-    axes[0].set_ylim(-60, 0)
-    axes[1].set_ylabel("true peak (dBTP)")
-    if has_spl:
-        axes[2].set_ylabel("listening level (dB(A))")
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper left", fontsize=7)
-    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M:%S"))
-    axes[0].set_title(title)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    path_png = Path(path_png)
-    path_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path_png.with_name(f".{path_png.name}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, path_png)

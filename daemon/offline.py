@@ -11,7 +11,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from studiod.controllers.atomic import atomic_write
 from studiod.daemon.audiofile import AudioFileError, _format_for
 from studiod.dsp import loudness
 from studiod.dsp.engine import Engine
@@ -395,18 +395,7 @@ def dumps(obj) -> str:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Temporary file in the same directory, fsync, rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
 
 
 def fail(command: str, message: str) -> int:
