@@ -72,6 +72,11 @@ against the reference level (`[alerts] reference_dbfs`, −18 dBFS RMS by defaul
 alignment level most mixing practice stages to) and `i` the samples clipped since start
 (at or above −0.1 dBFS).
 
+**Relative changes.** `/nudge s address f delta` moves a parameter by a fraction of its
+control range along its taper (`/nudge s /ch/1/fader f 0.05`), `/step s address i steps`
+moves an enum by choices (clamped), `/toggle s address` flips a toggle: the hub computes the
+new value from the current one under its lock, as it does for MIDI encoders and buttons.
+
 **Alerts.** Subscribers also receive `/alert s kind s severity s bus s message` whenever
 a live alert is raised or cleared (a clear has severity `clear`): `true_peak`, `target`,
 `clip`, `mono`, `dose`, `device`, `xrun` (see [the loudness log](loudness-log.md#live-alerts)).

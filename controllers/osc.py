@@ -36,6 +36,10 @@ Protocol messages (not parameters):
     clipped samples since start (at or above -0.1 dBFS).
 ``/alert s kind, s severity, s bus, s message`` (sent to subscribers)
     A live alert raised or cleared (severity ``clear``); see ``studiod.daemon.alerts``.
+``/nudge s address, f delta`` / ``/step s address, i steps`` / ``/toggle s address``
+    Relative changes, made by the hub from the current value (as MIDI encoders and
+    buttons make them): ``delta`` is a fraction of the control's range along its taper
+    (``/nudge s /ch/1/fader f 0.05``), ``steps`` moves an enum by choices.
 ``/error s address, s reason``
     Sent to the sender for anything refused: unknown address, wrong type, out of range, NaN,
     malformed packet, rate limit. Logged once per client per second; never reaches the engine.
@@ -106,6 +110,12 @@ METERS_LOUDNESS = "/meters/loudness"
 METERS_CHANNELS = "/meters/channels"
 METERS_CORRELATION = "/meters/correlation"
 METERS_INPUTS = "/meters/inputs"
+# relative changes through the hub (as MIDI encoders and buttons make them): their usage
+_RELATIVE = {
+    "/nudge": "takes s address, f delta (a fraction of the control range)",
+    "/step": "takes s address, i steps (enum choices, clamped)",
+    "/toggle": "takes s address",
+}
 LOUDNESS_KEYS = ("momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp")
 
 MetersProvider = Callable[[], Mapping[str, object]]
@@ -557,10 +567,36 @@ class OscServer:
                 self._refuse(peer, address, "meters are read-only (send no argument to query)")
             else:
                 self._answer_meters(peer, address)
+        elif address in _RELATIVE:
+            self._dispatch_relative(address, args, peer)
         elif _PATTERN_CHARS.intersection(address):
             self._dispatch_pattern(address, args, peer)
         else:
             self._dispatch_param(address, args, peer)
+
+    def _dispatch_relative(self, verb: str, args: list, peer: Peer) -> None:
+        """``/nudge s address f delta``, ``/step s address i steps``, ``/toggle s address``:
+        the hub's relative changes, shared with MIDI encoders and buttons."""
+        want = {"/nudge": 2, "/step": 2, "/toggle": 1}[verb]
+        if len(args) != want or not isinstance(args[0], str):
+            self._refuse(peer, verb, _RELATIVE[verb])
+            return
+        address = args[0]
+        try:
+            if verb == "/toggle":
+                self.hub.toggle(address, source=peer)
+            elif verb == "/step":
+                self.hub.step(address, int(args[1]), source=peer)
+            else:
+                delta = float(args[1])
+                if not math.isfinite(delta):
+                    raise ParamError(f"{address}: the delta must be finite")
+                self.hub.nudge(address, delta, source=peer)
+            self.stats["applied"] += 1
+        except (ParamError, TypeError, ValueError) as exc:
+            self._refuse(peer, verb, str(exc))
+        except QueueFull as exc:
+            self._refuse(peer, verb, f"engine busy: {exc}")
 
     def _dispatch_param(self, address: str, args: list, peer: Peer) -> None:
         registry = self.hub.registry

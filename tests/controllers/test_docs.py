@@ -16,5 +16,6 @@ def test_the_osc_api_page_is_current():
 def test_the_page_documents_every_protocol_message_the_server_answers():
     text = PAGE.read_text(encoding="utf-8")
     for message in ("/subscribe", "/unsubscribe", "/meters/loudness", "/meters/channels",
-                    "/meters/correlation", "/meters/inputs", "/alert", "/error"):  # fmt: skip
+                    "/meters/correlation", "/meters/inputs", "/alert", "/error", "/nudge",
+                    "/step", "/toggle"):  # fmt: skip
         assert f"`{message}" in text, message
