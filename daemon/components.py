@@ -94,8 +94,9 @@ class Component:
 
 def build_components(host, config: Config) -> list[Component]:
     """Every component the config asks for, in start order (the one place that decides
-    what runs): engine, state, audio device, loudness monitor, alerts, OSC (+ OSCQuery),
-    then mDNS and MIDI after READY."""
+    what runs): engine, state, audio device, loudness monitor, alerts, reference player
+    (when the session has external monitor inputs), OSC (+ OSCQuery), then mDNS and MIDI
+    after READY."""
     from studiod.daemon.config import ConfigError, control_surfaces
     from studiod.daemon.device import AudioComponent
     from studiod.daemon.engine_part import EngineComponent, StateComponent
@@ -130,4 +131,9 @@ def _monitoring(host, config: Config) -> list[Component]:
         from studiod.daemon.alerts import AlertsComponent
 
         out.append(AlertsComponent(host))
+    reference = getattr(config, "reference", None)
+    if reference is not None and reference.enabled and config.session.ext_inputs:
+        from studiod.daemon.reference_part import ReferenceComponent
+
+        out.append(ReferenceComponent(host))
     return out

@@ -16,6 +16,7 @@ Sections (see examples/studio.toml and docs/configuration.md):
 * ``[loudness]`` the live loudness log (on by default): delivery target, retention,
   per-system SPL calibration, programme segment thresholds;
 * ``[alerts]``   live alerts (on by default): delays, thresholds, the reference level;
+* ``[reference]`` the reference-track player (a track to A/B against the mix);
 * ``[osc]``, ``[midi]``, ``[mdns]``: the control surfaces (OSC + OSCQuery, MIDI, discovery).
   Kept as read-only mappings in :class:`Config`; validated at load by
   :func:`control_surfaces`, which turns them into the controllers' own config objects (each
@@ -41,7 +42,9 @@ from studiod.dsp.session import MAX_BLOCK_FRAMES, SAMPLERATES, Session, SessionE
 BACKENDS = ("portaudio", "jack", "virtual")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PASS_THROUGH = ("osc", "midi", "mdns")
-SECTIONS = ("audio", "session", "params", "state", "log", *PASS_THROUGH, "loudness", "alerts")
+SECTIONS = (
+    "audio", "session", "params", "state", "log", *PASS_THROUGH, "loudness", "alerts", "reference",
+)  # fmt: skip
 MIN_BLOCK_FRAMES = 16
 MIDI_KEYS = ("enabled", "api", "profile_dir", "profiles", "poll_s")
 MIDI_APIS = ("alsa", "jack")
@@ -137,6 +140,17 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """[reference]: the reference-track player in the audio callback. track: a file loaded
+    at start (None: none yet); it plays into the session's external monitor inputs while
+    ``/monitor/source`` is "ext", loudness-matched to the mix, and pauses on "mix"."""
+
+    enabled: bool = True
+    track: Path | None = None
+    loop: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated config; ``params`` are (address, value) pairs in file order."""
 
@@ -151,6 +165,7 @@ class Config:
     mdns: Mapping = field(default_factory=lambda: MappingProxyType({}))
     loudness: LoudnessConfig = field(default_factory=LoudnessConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
 
     @property
     def name(self) -> str:
@@ -222,6 +237,7 @@ def parse_config(data: Mapping, path: str | Path | None = None) -> Config:
         **passed,
         loudness=_loudness(data.get("loudness", {}), session, where),
         alerts=_alerts(data.get("alerts", {}), where),
+        reference=_reference(data.get("reference", {}), base, where),
     )
     control_surfaces(config)  # a bad [osc]/[midi]/[mdns] is refused like any other section
     return config
@@ -553,6 +569,21 @@ def _alerts(table: Mapping, where: str) -> AlertsConfig:
         clear_s=_float(table, "clear_s", where, s, 5.0, 0.0, 600.0),
         reference_dbfs=_float(table, "reference_dbfs", where, s, -18.0, -60.0, 0.0),
     )
+
+
+def _reference(table: Mapping, base: Path, where: str) -> ReferenceConfig:
+    _check_keys(table, ("enabled", "track", "loop"), where, "reference")
+    flags = {}
+    for key in ("enabled", "loop"):
+        flags[key] = table.get(key, True)
+        if not isinstance(flags[key], bool):
+            raise ConfigError(f"{where}: [reference] {key}: must be true or false")
+    raw = _str(table, "track", where, "reference", None)
+    track = None
+    if raw is not None:
+        track = Path(os.path.expanduser(raw))
+        track = track if track.is_absolute() else base / track
+    return ReferenceConfig(enabled=flags["enabled"], track=track, loop=flags["loop"])
 
 
 def _freeze(value):

@@ -43,6 +43,8 @@ def test_sections_are_read():
         ({"alerts": {"reference_dbfs": 3}}, r"\[alerts\] reference_dbfs: must be from -60 to 0"),
         ({"alerts": {"dose_steps_percent": "50"}}, "dose_steps_percent: must be an array"),
         ({"alerts": {"enabled": "yes"}}, r"\[alerts\] enabled: must be true or false"),
+        ({"reference": {"track": 3}}, r"\[reference\] track: must be a string"),
+        ({"reference": {"volume": 1}}, r"\[reference\] unknown key\(s\) \['volume'\]"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(sections, message):
