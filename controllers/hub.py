@@ -41,6 +41,9 @@ class ControlHub:
         self._lock = threading.Lock()
         self._listeners: dict[int, Listener] = {}
         self._tokens = itertools.count(1)
+        # a change computed from the current value (nudge, step, toggle) is one read-and-set:
+        # two surfaces flipping the same toggle at once flip it twice, never once
+        self._modify = threading.Lock()
         self.version = 0  # increments on every accepted change
 
     @property
@@ -64,6 +67,29 @@ class ControlHub:
         for listener in listeners:
             listener(change)
         return change
+
+    def nudge(self, address: str, delta: float, source: object = None) -> Change:
+        """Move a parameter by ``delta`` of its control range (the normalized 0…1 position
+        of its taper: a relative encoder's detent, an OSC "a bit up")."""
+        with self._modify:
+            param = self.registry[address]
+            position = param.to_normalized(self.get(address)) + float(delta)
+            return self.set(address, param.from_normalized(position), source)
+
+    def step(self, address: str, steps: int, source: object = None, wrap: bool = False) -> Change:
+        """Move an enum or toggle by ``steps`` choices: clamped at the ends, or cycling
+        round with ``wrap``."""
+        with self._modify:
+            param = self.registry[address]
+            count = round(param.maximum - param.minimum) + 1
+            index = round(self.get(address) - param.minimum) + int(steps)
+            index = index % count if wrap else max(0, min(count - 1, index))
+            return self.set(address, param.minimum + index, source)
+
+    def toggle(self, address: str, source: object = None) -> Change:
+        """Flip a toggle (any value at or above 0.5 counts as on)."""
+        with self._modify:
+            return self.set(address, 0.0 if self.get(address) >= 0.5 else 1.0, source)
 
     def apply(self, values: Mapping[str, object], source: object = None) -> list[str]:
         """Set many values (a snapshot, the state file); returns one error line per value

@@ -10,9 +10,7 @@ same message and everything else stays).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import threading
 import time
 import tomllib
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import mido
 
+from studiod.controllers.atomic import atomic_write
 from studiod.controllers.mapping import (
     ENCODINGS,
     Profile,
@@ -288,18 +287,7 @@ def save_learned(
         parse_profile(text, str(path), parents)
     except ProfileError as exc:
         raise LearnError(f"the learned mapping does not fit: {exc}") from None
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, text)
     return path
 
 

@@ -636,26 +636,18 @@ class MidiSource:
 
 
 def apply_intent(hub, intent: Intent):
-    """Make the change through ``hub.set``; values computed from the current value here, on
-    the one dispatcher thread, so that quick encoder detents and presses never get lost."""
-    if intent.kind == "set":
-        return hub.set(intent.address, intent.amount, intent.source)
-    param: Param = hub.registry[intent.address]
-    current = hub.get(intent.address)
-    if intent.kind == "toggle":
-        return hub.set(intent.address, 0.0 if current >= 0.5 else 1.0, intent.source)
-    if intent.kind == "step":
-        count = round(param.maximum - param.minimum) + 1
-        index = round(current - param.minimum) + int(intent.amount)
-        index = max(0, min(count - 1, index))
-        return hub.set(intent.address, param.minimum + index, intent.source)
-    if intent.kind == "cycle":
-        count = round(param.maximum - param.minimum) + 1
-        index = (round(current - param.minimum) + int(intent.amount)) % count
-        return hub.set(intent.address, param.minimum + index, intent.source)
-    if intent.kind == "nudge":
-        position = param.to_normalized(current) + float(intent.amount)
-        return hub.set(intent.address, param.from_normalized(position), intent.source)
+    """Make the change through the hub (``set``, or ``nudge``/``step``/``toggle``, which
+    compute the value from the current one under the hub's lock, shared with OSC), on the
+    one dispatcher thread, so that quick encoder detents and presses never get lost."""
+    kind, address, source = intent.kind, intent.address, intent.source
+    if kind == "set":
+        return hub.set(address, intent.amount, source)
+    if kind == "toggle":
+        return hub.toggle(address, source)
+    if kind in ("step", "cycle"):
+        return hub.step(address, int(intent.amount), source, wrap=kind == "cycle")
+    if kind == "nudge":
+        return hub.nudge(address, float(intent.amount), source)
     raise ValueError(f"unknown intent kind {intent.kind!r}")
 
 

@@ -819,12 +819,7 @@ class MidiManager:
 
     def _engine_channel_peaks(self) -> list[float]:
         """Per-channel block peaks from the engine (the larger lane of a stereo channel)."""
-        state = self.hub.engine.state
-        lanes = state.ch_peak
-        return [
-            float(max(lanes[first : first + count]))
-            for first, count in zip(state.ch_lane0, state.ch_lanes, strict=True)
-        ]
+        return [float(p) for p in self.hub.engine.channel_peaks()]
 
     def _send(self, conn: _Connection, message) -> int:
         out = conn.out

@@ -35,6 +35,20 @@ Protocol messages (not parameters):
     ``f momentary_lufs, f shortterm_lufs, f integrated_lufs, f true_peak_dbtp``.
 ``/meters/channels`` (stream, or query)
     ``f`` peak level in dBFS per channel strip, in session order.
+``/meters/correlation`` (stream, or query)
+    ``f`` the L/R correlation of what is heard over the last second, -1 to +1 (+1: mono
+    compatible, below 0: out-of-phase content that cancels in mono); absent in silence.
+``/meters/inputs`` (stream, or query)
+    Gain staging, per channel strip in session order, before trim and fader: ``f`` peak
+    dBFS (the last block's), ``f`` RMS dBFS (since the previous message), ``f`` that RMS
+    against the reference level (``[alerts] reference_dbfs``, default -18 dBFS), ``i``
+    clipped samples since start (at or above -0.1 dBFS).
+``/alert s kind, s severity, s bus, s message`` (sent to subscribers)
+    A live alert raised or cleared (severity ``clear``); see ``studiod.daemon.alerts``.
+``/nudge s address, f delta`` / ``/step s address, i steps`` / ``/toggle s address``
+    Relative changes, made by the hub from the current value (as MIDI encoders and
+    buttons make them): ``delta`` is a fraction of the control's range along its taper
+    (``/nudge s /ch/1/fader f 0.05``), ``steps`` moves an enum by choices.
 ``/error s address, s reason``
     Sent to the sender for anything refused: unknown address, wrong type, out of range, NaN,
     malformed packet, rate limit. Logged once per client per second; never reaches the engine.
@@ -44,6 +58,8 @@ mapping with any of these keys (missing keys are simply not streamed)::
 
     "momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp": float
     "channel_peak_dbfs": sequence of float, one per channel strip
+    "correlation": float from -1 to 1, or None
+    "inputs": sequence of (peak_dbfs, rms_dbfs, re_reference_db, clips) per channel strip
 
 Values below ``METER_FLOOR_DB`` or not finite (silence, an integrated loudness not yet
 defined) are sent as ``METER_FLOOR_DB``, because many OSC surfaces cannot display -inf.
@@ -128,6 +144,14 @@ _ACCEPTED_TAGS = frozenset("ifdhsTF")
 ERROR_ADDRESS = "/error"
 METERS_LOUDNESS = "/meters/loudness"
 METERS_CHANNELS = "/meters/channels"
+METERS_CORRELATION = "/meters/correlation"
+METERS_INPUTS = "/meters/inputs"
+# relative changes through the hub (as MIDI encoders and buttons make them): their usage
+_RELATIVE = {
+    "/nudge": "takes s address, f delta (a fraction of the control range)",
+    "/step": "takes s address, i steps (enum choices, clamped)",
+    "/toggle": "takes s address",
+}
 LOUDNESS_KEYS = ("momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp")
 
 MetersProvider = Callable[[], Mapping[str, object]]
@@ -472,6 +496,15 @@ class OscServer:
         with self._lock:
             return list(self._subs)
 
+    def broadcast(self, address: str, args: Iterable[object]) -> int:
+        """Send one message to every subscriber now, from any thread (an ``/alert``);
+        returns how many it was sent to. Lossy like all feedback (UDP)."""
+        dgram = build_message(address, args)
+        now = time.monotonic()
+        with self._lock:
+            subs = [dest for dest, sub in self._subs.items() if sub.expires > now]
+        return sum(1 for dest in subs if self._send(dest, dgram))
+
     # -- receiving -------------------------------------------------------------------------------
     def allowed(self, host: str) -> bool:
         """Whether a client host is in the allow-list."""
@@ -550,15 +583,41 @@ class OscServer:
             self._subscribe(peer, args)
         elif address == "/unsubscribe":
             self._unsubscribe(peer, args)
-        elif address in (METERS_LOUDNESS, METERS_CHANNELS):
+        elif address in (METERS_LOUDNESS, METERS_CHANNELS, METERS_CORRELATION, METERS_INPUTS):
             if args:
                 self._refuse(peer, address, "meters are read-only (send no argument to query)")
             else:
                 self._answer_meters(peer, address)
+        elif address in _RELATIVE:
+            self._dispatch_relative(address, args, peer)
         elif is_pattern(address):
             self._dispatch_pattern(address, args, peer, budget)
         else:
             self._dispatch_param(address, args, peer)
+
+    def _dispatch_relative(self, verb: str, args: list, peer: Peer) -> None:
+        """``/nudge s address f delta``, ``/step s address i steps``, ``/toggle s address``:
+        the hub's relative changes, shared with MIDI encoders and buttons."""
+        want = {"/nudge": 2, "/step": 2, "/toggle": 1}[verb]
+        if len(args) != want or not isinstance(args[0], str):
+            self._refuse(peer, verb, _RELATIVE[verb])
+            return
+        address = args[0]
+        try:
+            if verb == "/toggle":
+                self.hub.toggle(address, source=peer)
+            elif verb == "/step":
+                self.hub.step(address, int(args[1]), source=peer)
+            else:
+                delta = float(args[1])
+                if not math.isfinite(delta):
+                    raise ParamError(f"{address}: the delta must be finite")
+                self.hub.nudge(address, delta, source=peer)
+            self.stats["applied"] += 1
+        except (ParamError, TypeError, ValueError) as exc:
+            self._refuse(peer, verb, str(exc))
+        except QueueFull as exc:
+            self._refuse(peer, verb, f"engine busy: {exc}")
 
     def _dispatch_param(self, address: str, args: list, peer: Peer) -> None:
         registry = self.hub.registry
@@ -749,6 +808,17 @@ class OscServer:
         levels = meters.get("channel_peak_dbfs") if meters else None
         if levels is not None and len(levels) > 0:
             out[METERS_CHANNELS] = build_message(METERS_CHANNELS, [meter_db(v) for v in levels])
+        inputs = meters.get("inputs") if meters else None
+        if inputs:
+            values = []
+            for peak_dbfs, rms_dbfs, re_reference_db, clips in inputs:
+                re_ref = float(re_reference_db) if math.isfinite(re_reference_db) else None
+                values += [meter_db(peak_dbfs), meter_db(rms_dbfs)]
+                values += [METER_FLOOR_DB if re_ref is None else re_ref, int(clips)]
+            out[METERS_INPUTS] = build_message(METERS_INPUTS, values)
+        corr = meters.get("correlation") if meters else None
+        if corr is not None and math.isfinite(corr):
+            out[METERS_CORRELATION] = build_message(METERS_CORRELATION, [float(corr)])
         return out
 
     def _sender_loop(self) -> None:

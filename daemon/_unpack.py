@@ -6,7 +6,6 @@ wrote into a table (see studiod.daemon.native)."""
 import numpy as np
 from numba import carray
 
-from studiod.daemon.loudlog import TapState
 from studiod.daemon.native import address, unpacker
 from studiod.daemon.reference import PlayerState
 from studiod.daemon.rtstate import IoState, Shared, SlotRecord
@@ -14,17 +13,18 @@ from studiod.dsp.dynamics import CompressorArrays, GateArrays, MultibandArrays
 from studiod.dsp.engine import EngineState
 from studiod.dsp.linphase import LinphaseState
 from studiod.dsp.loudness import LoudnessState
+from studiod.dsp.loudtap import TapState
 
-SLOT_FINGERPRINT = "6a2fc49d04be0554"
-SLOT_WIDTH = 493
+SLOT_FINGERPRINT = "41d95c0677cc3258"
+SLOT_WIDTH = 496
 SHARED_FINGERPRINT = "1459f79c3f69a77a"
 SHARED_WIDTH = 31
 METER_FINGERPRINT = "78b4dbf87cabdc33"
 METER_WIDTH = 42
 PLAYER_FINGERPRINT = "898d6d27225aea62"
 PLAYER_WIDTH = 9
-TAP_FINGERPRINT = "1ede9444ac70843a"
-TAP_WIDTH = 85
+TAP_FINGERPRINT = "423e10d1ef09532c"
+TAP_WIDTH = 88
 
 
 @unpacker
@@ -399,31 +399,31 @@ def _EngineState(tab, base):
         ),
         carray(address(tab[base + 75]), (tab[base + 76],), np.int64),
         carray(address(tab[base + 77]), (tab[base + 78],), np.float64),
-        _GateArrays(tab, base + 79),
-        _CompressorArrays(tab, base + 97),
-        carray(address(tab[base + 115]), (tab[base + 116],), np.bool_),
-        carray(address(tab[base + 117]), (tab[base + 118],), np.int64),
         carray(
-            address(tab[base + 119]),
+            address(tab[base + 79]),
             (
-                tab[base + 120],
-                tab[base + 121],
-                tab[base + 122],
+                tab[base + 80],
+                tab[base + 81],
             ),
             np.float64,
         ),
+        _GateArrays(tab, base + 82),
+        _CompressorArrays(tab, base + 100),
+        carray(address(tab[base + 118]), (tab[base + 119],), np.bool_),
+        carray(address(tab[base + 120]), (tab[base + 121],), np.int64),
         carray(
-            address(tab[base + 123]),
+            address(tab[base + 122]),
             (
+                tab[base + 123],
                 tab[base + 124],
                 tab[base + 125],
-                tab[base + 126],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 127]),
+            address(tab[base + 126]),
             (
+                tab[base + 127],
                 tab[base + 128],
                 tab[base + 129],
             ),
@@ -437,96 +437,96 @@ def _EngineState(tab, base):
             ),
             np.float64,
         ),
-        _CompressorArrays(tab, base + 133),
         carray(
-            address(tab[base + 151]),
+            address(tab[base + 133]),
             (
-                tab[base + 152],
-                tab[base + 153],
-                tab[base + 154],
-                tab[base + 155],
+                tab[base + 134],
+                tab[base + 135],
             ),
             np.float64,
         ),
+        _CompressorArrays(tab, base + 136),
         carray(
-            address(tab[base + 156]),
+            address(tab[base + 154]),
             (
+                tab[base + 155],
+                tab[base + 156],
                 tab[base + 157],
                 tab[base + 158],
-                tab[base + 159],
-                tab[base + 160],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 161]),
+            address(tab[base + 159]),
             (
+                tab[base + 160],
+                tab[base + 161],
                 tab[base + 162],
                 tab[base + 163],
             ),
             np.float64,
         ),
-        carray(address(tab[base + 164]), (tab[base + 165],), np.int64),
-        carray(address(tab[base + 166]), (tab[base + 167],), np.int64),
         carray(
-            address(tab[base + 168]),
+            address(tab[base + 164]),
             (
-                tab[base + 169],
-                tab[base + 170],
-                tab[base + 171],
+                tab[base + 165],
+                tab[base + 166],
+            ),
+            np.float64,
+        ),
+        carray(address(tab[base + 167]), (tab[base + 168],), np.int64),
+        carray(address(tab[base + 169]), (tab[base + 170],), np.int64),
+        carray(
+            address(tab[base + 171]),
+            (
+                tab[base + 172],
+                tab[base + 173],
+                tab[base + 174],
             ),
             np.float64,
         ),
         (
             carray(
-                address(tab[base + 172]),
+                address(tab[base + 175]),
                 (
-                    tab[base + 173],
-                    tab[base + 174],
-                    tab[base + 175],
-                ),
-                np.float64,
-            ),
-            carray(
-                address(tab[base + 176]),
-                (
+                    tab[base + 176],
                     tab[base + 177],
                     tab[base + 178],
-                    tab[base + 179],
                 ),
                 np.float64,
             ),
             carray(
-                address(tab[base + 180]),
+                address(tab[base + 179]),
                 (
+                    tab[base + 180],
                     tab[base + 181],
                     tab[base + 182],
-                    tab[base + 183],
                 ),
                 np.float64,
             ),
             carray(
-                address(tab[base + 184]),
+                address(tab[base + 183]),
                 (
+                    tab[base + 184],
                     tab[base + 185],
                     tab[base + 186],
-                    tab[base + 187],
                 ),
                 np.float64,
             ),
             carray(
-                address(tab[base + 188]),
+                address(tab[base + 187]),
                 (
+                    tab[base + 188],
                     tab[base + 189],
                     tab[base + 190],
-                    tab[base + 191],
-                    tab[base + 192],
                 ),
                 np.float64,
             ),
             carray(
-                address(tab[base + 193]),
+                address(tab[base + 191]),
                 (
+                    tab[base + 192],
+                    tab[base + 193],
                     tab[base + 194],
                     tab[base + 195],
                 ),
@@ -538,41 +538,41 @@ def _EngineState(tab, base):
                     tab[base + 197],
                     tab[base + 198],
                 ),
+                np.float64,
+            ),
+            carray(
+                address(tab[base + 199]),
+                (
+                    tab[base + 200],
+                    tab[base + 201],
+                ),
                 np.int64,
             ),
         ),
         carray(
-            address(tab[base + 199]),
+            address(tab[base + 202]),
             (
-                tab[base + 200],
-                tab[base + 201],
-                tab[base + 202],
+                tab[base + 203],
+                tab[base + 204],
+                tab[base + 205],
             ),
             np.float64,
         ),
         (
             carray(
-                address(tab[base + 203]),
+                address(tab[base + 206]),
                 (
-                    tab[base + 204],
-                    tab[base + 205],
-                    tab[base + 206],
-                ),
-                np.float64,
-            ),
-            carray(
-                address(tab[base + 207]),
-                (
+                    tab[base + 207],
                     tab[base + 208],
                     tab[base + 209],
-                    tab[base + 210],
-                    tab[base + 211],
                 ),
                 np.float64,
             ),
             carray(
-                address(tab[base + 212]),
+                address(tab[base + 210]),
                 (
+                    tab[base + 211],
+                    tab[base + 212],
                     tab[base + 213],
                     tab[base + 214],
                 ),
@@ -584,65 +584,65 @@ def _EngineState(tab, base):
                     tab[base + 216],
                     tab[base + 217],
                 ),
+                np.float64,
+            ),
+            carray(
+                address(tab[base + 218]),
+                (
+                    tab[base + 219],
+                    tab[base + 220],
+                ),
                 np.int64,
             ),
         ),
         carray(
-            address(tab[base + 218]),
+            address(tab[base + 221]),
             (
-                tab[base + 219],
-                tab[base + 220],
-                tab[base + 221],
-            ),
-            np.float64,
-        ),
-        carray(
-            address(tab[base + 222]),
-            (
+                tab[base + 222],
                 tab[base + 223],
                 tab[base + 224],
-                tab[base + 225],
-            ),
-            np.float64,
-        ),
-        carray(address(tab[base + 226]), (tab[base + 227],), np.float64),
-        carray(address(tab[base + 228]), (tab[base + 229],), np.float64),
-        carray(
-            address(tab[base + 230]),
-            (
-                tab[base + 231],
-                tab[base + 232],
-                tab[base + 233],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 234]),
+            address(tab[base + 225]),
             (
+                tab[base + 226],
+                tab[base + 227],
+                tab[base + 228],
+            ),
+            np.float64,
+        ),
+        carray(address(tab[base + 229]), (tab[base + 230],), np.float64),
+        carray(address(tab[base + 231]), (tab[base + 232],), np.float64),
+        carray(
+            address(tab[base + 233]),
+            (
+                tab[base + 234],
                 tab[base + 235],
                 tab[base + 236],
-                tab[base + 237],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 238]),
+            address(tab[base + 237]),
             (
+                tab[base + 238],
                 tab[base + 239],
                 tab[base + 240],
             ),
             np.float64,
         ),
-        carray(address(tab[base + 241]), (tab[base + 242],), np.float64),
-        carray(address(tab[base + 243]), (tab[base + 244],), np.float64),
         carray(
-            address(tab[base + 245]),
+            address(tab[base + 241]),
             (
-                tab[base + 246],
-                tab[base + 247],
+                tab[base + 242],
+                tab[base + 243],
             ),
             np.float64,
         ),
+        carray(address(tab[base + 244]), (tab[base + 245],), np.float64),
+        carray(address(tab[base + 246]), (tab[base + 247],), np.float64),
         carray(
             address(tab[base + 248]),
             (
@@ -659,16 +659,16 @@ def _EngineState(tab, base):
             ),
             np.float64,
         ),
-        carray(address(tab[base + 254]), (tab[base + 255],), np.int64),
-        _LinphaseState(tab, base + 256),
         carray(
-            address(tab[base + 277]),
+            address(tab[base + 254]),
             (
-                tab[base + 278],
-                tab[base + 279],
+                tab[base + 255],
+                tab[base + 256],
             ),
             np.float64,
         ),
+        carray(address(tab[base + 257]), (tab[base + 258],), np.int64),
+        _LinphaseState(tab, base + 259),
         carray(
             address(tab[base + 280]),
             (
@@ -677,47 +677,47 @@ def _EngineState(tab, base):
             ),
             np.float64,
         ),
-        _CompressorArrays(tab, base + 283),
-        carray(address(tab[base + 301]), (tab[base + 302],), np.bool_),
-        _MultibandArrays(tab, base + 303),
-        carray(address(tab[base + 331]), (tab[base + 332],), np.float64),
-        carray(address(tab[base + 333]), (tab[base + 334],), np.float64),
-        (
-            carray(
-                address(tab[base + 335]),
-                (
-                    tab[base + 336],
-                    tab[base + 337],
-                ),
-                np.float64,
-            ),
-            carray(address(tab[base + 338]), (tab[base + 339],), np.float64),
-            carray(address(tab[base + 340]), (tab[base + 341],), np.float64),
-        ),
-        carray(address(tab[base + 342]), (tab[base + 343],), np.float64),
-        carray(address(tab[base + 344]), (tab[base + 345],), np.float64),
-        (
-            carray(address(tab[base + 346]), (tab[base + 347],), np.uint64),
-            carray(
-                address(tab[base + 348]),
-                (
-                    tab[base + 349],
-                    tab[base + 350],
-                ),
-                np.float64,
-            ),
-        ),
-        carray(address(tab[base + 351]), (tab[base + 352],), np.int64),
-        carray(address(tab[base + 353]), (tab[base + 354],), np.float64),
-        carray(address(tab[base + 355]), (tab[base + 356],), np.float64),
         carray(
-            address(tab[base + 357]),
+            address(tab[base + 283]),
             (
-                tab[base + 358],
-                tab[base + 359],
+                tab[base + 284],
+                tab[base + 285],
             ),
             np.float64,
         ),
+        _CompressorArrays(tab, base + 286),
+        carray(address(tab[base + 304]), (tab[base + 305],), np.bool_),
+        _MultibandArrays(tab, base + 306),
+        carray(address(tab[base + 334]), (tab[base + 335],), np.float64),
+        carray(address(tab[base + 336]), (tab[base + 337],), np.float64),
+        (
+            carray(
+                address(tab[base + 338]),
+                (
+                    tab[base + 339],
+                    tab[base + 340],
+                ),
+                np.float64,
+            ),
+            carray(address(tab[base + 341]), (tab[base + 342],), np.float64),
+            carray(address(tab[base + 343]), (tab[base + 344],), np.float64),
+        ),
+        carray(address(tab[base + 345]), (tab[base + 346],), np.float64),
+        carray(address(tab[base + 347]), (tab[base + 348],), np.float64),
+        (
+            carray(address(tab[base + 349]), (tab[base + 350],), np.uint64),
+            carray(
+                address(tab[base + 351]),
+                (
+                    tab[base + 352],
+                    tab[base + 353],
+                ),
+                np.float64,
+            ),
+        ),
+        carray(address(tab[base + 354]), (tab[base + 355],), np.int64),
+        carray(address(tab[base + 356]), (tab[base + 357],), np.float64),
+        carray(address(tab[base + 358]), (tab[base + 359],), np.float64),
         carray(
             address(tab[base + 360]),
             (
@@ -739,74 +739,74 @@ def _EngineState(tab, base):
             (
                 tab[base + 367],
                 tab[base + 368],
-                tab[base + 369],
-                tab[base + 370],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 371]),
+            address(tab[base + 369]),
             (
+                tab[base + 370],
+                tab[base + 371],
                 tab[base + 372],
                 tab[base + 373],
-                tab[base + 374],
-                tab[base + 375],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 376]),
+            address(tab[base + 374]),
             (
+                tab[base + 375],
+                tab[base + 376],
                 tab[base + 377],
                 tab[base + 378],
             ),
             np.float64,
         ),
-        _CompressorArrays_2(tab, base + 379),
-        carray(address(tab[base + 403]), (tab[base + 404],), np.bool_),
         carray(
-            address(tab[base + 405]),
+            address(tab[base + 379]),
             (
-                tab[base + 406],
-                tab[base + 407],
+                tab[base + 380],
+                tab[base + 381],
             ),
             np.float64,
         ),
+        _CompressorArrays_2(tab, base + 382),
+        carray(address(tab[base + 406]), (tab[base + 407],), np.bool_),
         carray(
             address(tab[base + 408]),
             (
                 tab[base + 409],
                 tab[base + 410],
-                tab[base + 411],
+            ),
+            np.float64,
+        ),
+        carray(
+            address(tab[base + 411]),
+            (
+                tab[base + 412],
+                tab[base + 413],
+                tab[base + 414],
             ),
             np.float64,
         ),
         (
             carray(
-                address(tab[base + 412]),
+                address(tab[base + 415]),
                 (
-                    tab[base + 413],
-                    tab[base + 414],
-                    tab[base + 415],
-                ),
-                np.float64,
-            ),
-            carray(
-                address(tab[base + 416]),
-                (
+                    tab[base + 416],
                     tab[base + 417],
                     tab[base + 418],
-                    tab[base + 419],
                 ),
                 np.float64,
             ),
             carray(
-                address(tab[base + 420]),
+                address(tab[base + 419]),
                 (
+                    tab[base + 420],
                     tab[base + 421],
                     tab[base + 422],
                 ),
-                np.int64,
+                np.float64,
             ),
             carray(
                 address(tab[base + 423]),
@@ -816,61 +816,69 @@ def _EngineState(tab, base):
                 ),
                 np.int64,
             ),
+            carray(
+                address(tab[base + 426]),
+                (
+                    tab[base + 427],
+                    tab[base + 428],
+                ),
+                np.int64,
+            ),
         ),
         carray(
-            address(tab[base + 426]),
+            address(tab[base + 429]),
             (
-                tab[base + 427],
-                tab[base + 428],
-                tab[base + 429],
+                tab[base + 430],
+                tab[base + 431],
+                tab[base + 432],
             ),
             np.float64,
         ),
-        carray(address(tab[base + 430]), (tab[base + 431],), np.int64),
-        carray(address(tab[base + 432]), (tab[base + 433],), np.int64),
-        carray(address(tab[base + 434]), (tab[base + 435],), np.bool_),
+        carray(address(tab[base + 433]), (tab[base + 434],), np.int64),
+        carray(address(tab[base + 435]), (tab[base + 436],), np.int64),
+        carray(address(tab[base + 437]), (tab[base + 438],), np.bool_),
         carray(
-            address(tab[base + 436]),
+            address(tab[base + 439]),
             (
-                tab[base + 437],
-                tab[base + 438],
-                tab[base + 439],
                 tab[base + 440],
+                tab[base + 441],
+                tab[base + 442],
+                tab[base + 443],
             ),
             np.float64,
         ),
-        carray(address(tab[base + 441]), (tab[base + 442],), np.float64),
-        carray(address(tab[base + 443]), (tab[base + 444],), np.int64),
+        carray(address(tab[base + 444]), (tab[base + 445],), np.float64),
+        carray(address(tab[base + 446]), (tab[base + 447],), np.int64),
         carray(
-            address(tab[base + 445]),
+            address(tab[base + 448]),
             (
-                tab[base + 446],
-                tab[base + 447],
-                tab[base + 448],
                 tab[base + 449],
-            ),
-            np.float64,
-        ),
-        carray(
-            address(tab[base + 450]),
-            (
+                tab[base + 450],
                 tab[base + 451],
                 tab[base + 452],
-                tab[base + 453],
-                tab[base + 454],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 455]),
+            address(tab[base + 453]),
             (
+                tab[base + 454],
+                tab[base + 455],
                 tab[base + 456],
                 tab[base + 457],
-                tab[base + 458],
             ),
             np.float64,
         ),
-        carray(address(tab[base + 459]), (tab[base + 460],), np.float64),
+        carray(
+            address(tab[base + 458]),
+            (
+                tab[base + 459],
+                tab[base + 460],
+                tab[base + 461],
+            ),
+            np.float64,
+        ),
+        carray(address(tab[base + 462]), (tab[base + 463],), np.float64),
     )
 
 
@@ -912,29 +920,29 @@ def _SlotRecord(tab, base):
     return SlotRecord(
         _EngineState(tab, base + 0),
         carray(
-            address(tab[base + 461]),
+            address(tab[base + 464]),
             (
-                tab[base + 462],
-                tab[base + 463],
-                tab[base + 464],
+                tab[base + 465],
+                tab[base + 466],
+                tab[base + 467],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 465]),
+            address(tab[base + 468]),
             (
-                tab[base + 466],
-                tab[base + 467],
-                tab[base + 468],
                 tab[base + 469],
+                tab[base + 470],
+                tab[base + 471],
+                tab[base + 472],
             ),
             np.complex128,
         ),
-        carray(address(tab[base + 470]), (tab[base + 471],), np.int64),
-        carray(address(tab[base + 472]), (tab[base + 473],), np.int64),
-        carray(address(tab[base + 474]), (tab[base + 475],), np.float64),
-        carray(address(tab[base + 476]), (tab[base + 477],), np.int64),
-        _IoState(tab, base + 478),
+        carray(address(tab[base + 473]), (tab[base + 474],), np.int64),
+        carray(address(tab[base + 475]), (tab[base + 476],), np.int64),
+        carray(address(tab[base + 477]), (tab[base + 478],), np.float64),
+        carray(address(tab[base + 479]), (tab[base + 480],), np.int64),
+        _IoState(tab, base + 481),
     )
 
 
@@ -1287,11 +1295,19 @@ def _TapState(tab, base):
             (
                 tab[base + 80],
                 tab[base + 81],
-                tab[base + 82],
             ),
             np.float64,
         ),
-        carray(address(tab[base + 83]), (tab[base + 84],), np.int64),
+        carray(
+            address(tab[base + 82]),
+            (
+                tab[base + 83],
+                tab[base + 84],
+                tab[base + 85],
+            ),
+            np.float64,
+        ),
+        carray(address(tab[base + 86]), (tab[base + 87],), np.int64),
     )
 
 

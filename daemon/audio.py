@@ -204,7 +204,7 @@ class AudioCore:
         self.dev_in, self.dev_out = dev_in, dev_out
         self.monitor_source = MonitorSource(self)
         self.player = None  # a reference.ReferencePlayer
-        self.tap = None  # a loudlog.TapState
+        self.tap = None  # a loudtap.TapState
         self._lock = threading.Lock()  # control threads only
         self._graveyard: list = []  # records of a block that never ended
 
@@ -353,7 +353,7 @@ class AudioCore:
             self._select(rt.CTL_PLAYER, self._players.put(state, busy))
 
     def set_tap(self, tap) -> None:
-        """Feed a loudlog.TapState every block (None: stop)."""
+        """Feed a loudtap.TapState every block (None: stop)."""
         with self._lock:
             if tap is None:
                 self._select(rt.CTL_TAP, -1)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from studiod.controllers.atomic import atomic_path
 
 
 class AudioFileError(OSError):
@@ -46,21 +46,14 @@ def atomic_sound_file(
     in the same directory, fsynced and renamed to ``path`` when the block ends without an
     exception, removed otherwise (the one way studiod writes audio files)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = _format_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with sf.SoundFile(
+    with (
+        atomic_path(path) as tmp,
+        sf.SoundFile(
             tmp, "w", samplerate=samplerate, channels=channels, subtype=subtype, format=fmt
-        ) as out:
-            yield out
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        ) as out,
+    ):
+        yield out
 
 
 def _format_for(path: Path) -> str:

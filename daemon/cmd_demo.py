@@ -3,9 +3,15 @@
 By default the synthesised multitrack (:mod:`studiod.dsp.demo_session`) plays through the
 engine in real time on a virtual audio device (a thread that paces 64-frame blocks like a
 sound card), with the same callback, meters, state and control loop as ``studiod run``,
-and a live status line on a terminal. ``--jack`` plays on a JACK server (a private
+and a live status line on a terminal, until stopped (Ctrl-C, SIGTERM) or for ``--seconds``,
+with or without a terminal. ``--jack`` plays on a JACK server (a private
 ``jackd -d dummy`` is started when none runs), ``--device`` on a sound card.
 ``--offline`` renders the demo to a WAV file as fast as possible instead.
+
+Its state and its loudness log (the master and every monitor system, once a second, with
+programme segments and alerts) are kept in the ``demo`` folder of the user's state directory
+(``~/.local/state/studiod/demo``; ``--state-dir`` elsewhere), so ``studiod log --state-dir
+~/.local/state/studiod/demo`` reads them during and after the demo.
 
 The control surfaces run as in ``studiod run``, kept to this machine: OSC on
 udp 127.0.0.1:9000 (any free port when that one is taken; the port is printed), OSCQuery on
@@ -18,7 +24,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +37,6 @@ from studiod.dsp.loudness import measure
 BLOCK_FRAMES = 64
 SAMPLERATE = 48000
 PROGRAMME_S = 16.0  # the synthesised loop (8 bars at 120 BPM)
-NON_TTY_SECONDS = 16.0  # without a terminal and without --seconds, stop after this
 
 
 def run_demo(seconds: float, out_path: Path, system: str, samplerate: int = 48000) -> dict:
@@ -92,11 +96,18 @@ def demo_config(
         ),
         session=session,
         params=tuple(params),
-        state=StateConfig(dir=state_dir or Path(tempfile.mkdtemp(prefix="studiod-demo-"))),
+        state=StateConfig(dir=state_dir or demo_state_dir()),
         log=LogConfig(level="info", stats_interval_s=0.0),
         osc=MappingProxyType({"host": "127.0.0.1"}),
         mdns=MappingProxyType({"enabled": True}),
     )
+
+
+def demo_state_dir() -> Path:
+    """The demo's own state folder: ``demo`` in the user's state directory."""
+    from studiod.daemon.config import default_state_dir
+
+    return default_state_dir() / "demo"
 
 
 def _fold_outputs(n_engine: int, n_device: int) -> tuple[int, ...]:
@@ -109,6 +120,9 @@ def _fold_outputs(n_engine: int, n_device: int) -> tuple[int, ...]:
 
 
 def _print_surfaces(daemon) -> None:
+    monitor = daemon.loudness
+    if monitor is not None and monitor.log is not None:
+        print(f"  loudness log        {monitor.log.path}", flush=True)
     osc = daemon.osc
     if osc is None:
         print("  OSC                 off (see the log)", flush=True)
@@ -151,8 +165,8 @@ def register(commands) -> None:
         "on a virtual audio device (or on JACK / a sound card), with the daemon's meters "
         "and a live status line; Ctrl-C stops. --offline renders it to a WAV file instead.",
     )
-    demo.add_argument("--seconds", type=float, help="how long (default: until Ctrl-C on a "
-                      f"terminal, else {NON_TTY_SECONDS:g} s; offline: 16)")  # fmt: skip
+    demo.add_argument("--seconds", type=float, help="how long (default: until Ctrl-C or "
+                      "SIGTERM; offline: 16)")  # fmt: skip
     demo.add_argument("--system", default="studio", help="monitor system (default studio)")
     demo.add_argument("--offline", action="store_true", help="render to a WAV file instead")
     demo.add_argument("--out", default="out/demo.wav", help="offline WAV file (out/demo.wav)")
@@ -162,7 +176,8 @@ def register(commands) -> None:
     where.add_argument("--device", help="play on this sound card (name or pattern)")
     demo.add_argument("--hostapi", help="PortAudio host API for --device (ALSA, JACK, …)")
     demo.add_argument("--block-frames", type=int, default=BLOCK_FRAMES, help="default 64")
-    demo.add_argument("--state-dir", type=Path, help="keep state here (default: a temp dir)")
+    demo.add_argument("--state-dir", type=Path, help="keep the state and the loudness log "
+                      "here (default: the demo folder of the user's state directory)")  # fmt: skip
     demo.set_defaults(func=main)
 
 
@@ -193,11 +208,10 @@ def _realtime(args) -> int:
 
     setup_logging("info")
     tty = sys.stdout.isatty()
-    seconds = args.seconds if args.seconds is not None else (None if tty else NON_TTY_SECONDS)
+    seconds = args.seconds
     n_outputs = demo_session(SAMPLERATE).n_outputs
     backend, device, hostapi, output_map = "virtual", None, None, ()
     jackd = None
-    temp_state = args.state_dir is None
     try:
         if args.jack:
             from studiod.daemon.audio import jack_server_running
@@ -225,7 +239,7 @@ def _realtime(args) -> int:
         try:
             config = demo_config(
                 args.system, args.block_frames, backend, device, hostapi, output_map,
-                args.state_dir,
+                args.state_dir.resolve() if args.state_dir else None,
             )  # fmt: skip
         except ValueError as exc:
             print(f"studiod demo: {exc}", file=sys.stderr)
@@ -249,7 +263,7 @@ def _realtime(args) -> int:
             master = daemon.core.levels(0)
         finally:
             daemon.close()
-        print(f"  monitor system      {daemon._system}")
+        print(f"  monitor system      {daemon.system}")
         print(f"  integrated          {master.integrated_lufs:7.2f} LUFS (master)")
         print(f"  loudness range      {master.loudness_range_lu:7.2f} LU")
         print(f"  true peak max       {master.true_peak_max_dbtp:7.2f} dBTP")
@@ -268,10 +282,10 @@ def _realtime(args) -> int:
             f"{stats['cpu_overlong']} blocks over the period (the daemon's own lateness)"
         )
         print(f"  ready after         {stats['ready_s']:.2f} s")
+        print(f"  state and log       {config.state.dir} (studiod log --state-dir "
+              f"{config.state.dir})")  # fmt: skip
         return 0
     finally:
         if jackd is not None:
             jackd.terminate()
             jackd.wait(timeout=5)
-        if temp_state and "config" in locals():
-            shutil.rmtree(config.state.dir, ignore_errors=True)

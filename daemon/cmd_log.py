@@ -2,7 +2,10 @@
 
 Times (``--from``, ``--to``) are ISO 8601 local time ("2024-05-01", "2024-05-01T14:30"),
 a time today ("14:30"), Unix seconds ("1714570000"), "now", or relative to now ("-2h",
-"-30m", "-90s", "-7d").
+"-30m", "-90s", "-7d"; written as a separate argument, ``--from -2h``, or ``--from=-2h``).
+
+The daemon writes the log while it runs (SQLite in WAL mode): this command reads it at any
+time, also while ``studiod run`` or ``studiod demo`` is running.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from studiod.daemon import loudlog
+from studiod.daemon import logdb
 from studiod.daemon.config import default_state_dir
+from studiod.dsp.targets import TARGETS
+from studiod.dsp.targets import target as find_target
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -46,6 +51,25 @@ def parse_time(text: str, now: float | None = None) -> float:
     return stamp.timestamp()
 
 
+def join_relative_times(argv: list[str]) -> list[str]:
+    """``--from -2h`` as ``--from=-2h``: argparse takes a value that starts with "-" (and is
+    not a plain negative number) for an option, so the relative times are joined to their
+    option before parsing."""
+    out: list[str] = []
+    skip = False
+    for k, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        nxt = argv[k + 1] if k + 1 < len(argv) else None
+        if arg in ("--from", "--to") and nxt is not None and _RELATIVE.match(nxt.strip()):
+            out.append(f"{arg}={nxt}")
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
 def register(commands) -> None:
     p = commands.add_parser(
         "log",
@@ -57,20 +81,22 @@ def register(commands) -> None:
     where.add_argument("--db", help="the log database file")
     where.add_argument(
         "--state-dir",
-        help=f"the daemon's state directory (the log is {loudlog.LOG_FILENAME} in it; "
+        help=f"the daemon's state directory (the log is {logdb.LOG_FILENAME} in it; "
         "default $STATE_DIRECTORY, else $XDG_STATE_HOME/studiod or ~/.local/state/studiod)",
     )
     p.add_argument("--from", dest="t_from", default="-1d", help="start (default -1d)")
     p.add_argument("--to", dest="t_to", default="now", help="end (default now)")
     p.add_argument("--bus", action="append", help="only this bus (repeatable; default all)")
     p.add_argument("--segments", action="store_true", help="list programme segments")
-    p.add_argument("--csv", help="write the per-second rows (or, with --segments, the "
-                   "segments) to this CSV file ('-': standard output)")  # fmt: skip
+    p.add_argument("--alerts", action="store_true", help="list the live alerts (raised and "
+                   "cleared) in the time range")  # fmt: skip
+    p.add_argument("--csv", help="write the per-second rows (or, with --segments / --alerts, "
+                   "the segments / alerts) to this CSV file ('-': standard output)")  # fmt: skip
     p.add_argument("--plot", help="draw loudness, true peak (and listening level) to a PNG")
     p.add_argument(
         "--target",
         default="spotify",
-        help=f"target drawn in the plot: one of {', '.join(loudlog.PLATFORM_TARGETS)}",
+        help=f"target drawn in the plot: one of {', '.join(TARGETS)}",
     )
     p.set_defaults(func=main)
 
@@ -79,7 +105,7 @@ def _db_path(args) -> Path:
     if args.db:
         return Path(args.db)
     state = Path(args.state_dir) if args.state_dir else default_state_dir()
-    return state / loudlog.LOG_FILENAME
+    return state / logdb.LOG_FILENAME
 
 
 def _fmt(v, spec=".1f", none="-") -> str:
@@ -131,11 +157,19 @@ def _segment_lines(segments: list[dict]) -> list[str]:
     return lines
 
 
+def _alert_lines(alerts: list[dict]) -> list[str]:
+    lines = [f"{'time':<19} {'kind':<9} {'severity':<8} {'bus':<10} message"]
+    for a in alerts:
+        lines.append(f"{_when(a['t']):<19} {a['kind']:<9} {a['severity']:<8} "
+                     f"{a['bus'] or '-':<10} {a['message']}")  # fmt: skip
+    return lines
+
+
 def main(args) -> int:
     try:
         t_from = parse_time(args.t_from)
         t_to = parse_time(args.t_to)
-        target = loudlog.platform_target(args.target)
+        target = find_target(args.target)
     except ValueError as exc:
         print(f"studiod log: {exc}", file=sys.stderr)
         return 2
@@ -144,12 +178,13 @@ def main(args) -> int:
         return 2
     path = _db_path(args)
     try:
-        readings = loudlog.query_readings(path, t_from, t_to, args.bus)
-        segments = loudlog.query_segments(path, t_from, t_to, args.bus)
+        readings = logdb.query_readings(path, t_from, t_to, args.bus)
+        segments = logdb.query_segments(path, t_from, t_to, args.bus)
+        alerts = logdb.query_alerts(path, t_from, t_to) if args.alerts else []
     except FileNotFoundError as exc:
         print(f"studiod log: {exc}", file=sys.stderr)
         return 1
-    except loudlog.sqlite3.Error as exc:
+    except logdb.sqlite3.Error as exc:
         print(f"studiod log: {path}: {exc}", file=sys.stderr)
         return 1
     to_stdout = args.csv == "-"
@@ -162,14 +197,17 @@ def main(args) -> int:
         if args.segments:
             print()
             print("\n".join(_segment_lines(segments)) if segments else "no segments")
+        if args.alerts:
+            print()
+            print("\n".join(_alert_lines(alerts)) if alerts else "no alerts")
     if args.csv:
-        rows = segments if args.segments else readings
+        rows = alerts if args.alerts else segments if args.segments else readings
         try:
             if to_stdout:
-                loudlog.write_csv(rows, sys.stdout)
+                logdb.write_csv(rows, sys.stdout)
             else:
                 with open(args.csv, "w", newline="", encoding="utf-8") as out:
-                    loudlog.write_csv(rows, out)
+                    logdb.write_csv(rows, out)
                 print(f"wrote {len(rows)} rows to {args.csv}")
         except OSError as exc:
             print(f"studiod log: {args.csv}: {exc}", file=sys.stderr)
@@ -179,9 +217,11 @@ def main(args) -> int:
             print("studiod log: nothing to plot in this time range", file=sys.stderr)
             return 1
         try:
-            loudlog.plot_png(args.plot, readings, segments, target,
-                             title=f"studiod loudness log, {path.name}")  # fmt: skip
-        except (OSError, RuntimeError) as exc:
+            from studiod.daemon.plot import plot_log
+
+            plot_log(args.plot, readings, segments, target,
+                     title=f"studiod loudness log, {path.name}")  # fmt: skip
+        except (OSError, RuntimeError) as exc:  # plot.PlotError is a RuntimeError
             print(f"studiod log: {args.plot}: {exc}", file=sys.stderr)
             return 1
         if not to_stdout:

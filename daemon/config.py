@@ -3,7 +3,7 @@
 Every error names the file, the key and the reason, e.g.
 ``studio.toml: [audio] block_frames: must be a power of two from 16 to 8192, got 100``.
 
-Sections (see examples/studio.toml and the README's "Configuration" section):
+Sections (see examples/studio.toml and docs/configuration.md):
 
 * ``[audio]``    the device (PortAudio name/pattern and host API, or the virtual device),
   samplerate, block size, input and output channel maps, realtime knobs;
@@ -13,6 +13,10 @@ Sections (see examples/studio.toml and the README's "Configuration" section):
   applied at start after the state file, and live on reload;
 * ``[state]``    where parameter values and snapshots are kept;
 * ``[log]``      log level and how often audio statistics are logged;
+* ``[loudness]`` the live loudness log (on by default): delivery target, retention,
+  per-system SPL calibration, programme segment thresholds;
+* ``[alerts]``   live alerts (on by default): delays, thresholds, the reference level;
+* ``[reference]`` the reference-track player (a track to A/B against the mix);
 * ``[osc]``, ``[midi]``, ``[mdns]``: the control surfaces (OSC + OSCQuery, MIDI, discovery).
   Kept as read-only mappings in :class:`Config`; validated at load by
   :func:`control_surfaces`, which turns them into the controllers' own config objects (each
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from studiod.daemon.logdb import LogConfig as LoudnessLogConfig
 from studiod.dsp.layout import build_layout
 from studiod.dsp.registry import ParamError
 from studiod.dsp.session import (
@@ -44,11 +49,13 @@ from studiod.dsp.session import (
 BACKENDS = ("portaudio", "jack", "virtual")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PASS_THROUGH = ("osc", "midi", "mdns")
-SECTIONS = ("audio", "session", "params", "state", "log", *PASS_THROUGH)
+SECTIONS = (
+    "audio", "session", "params", "state", "log", *PASS_THROUGH, "loudness", "alerts", "reference",
+)  # fmt: skip
 MIN_BLOCK_FRAMES = 16
 MIDI_KEYS = ("enabled", "api", "profile_dir", "profiles", "poll_s")
 MIDI_APIS = ("alsa", "jack")
-# The default GIL switch interval, chosen by measurement (README "Running the daemon",
+# The default GIL switch interval, chosen by measurement (docs/realtime.md,
 # benchmarks/bench_soak.py): CPython's 5 ms default lets a busy control thread hold the GIL
 # for several 1.3 ms periods; 0.5 ms kept a 64-frame stream free of xruns under control
 # floods. 0 leaves Python's default alone.
@@ -112,6 +119,52 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class LoudnessConfig(LoudnessLogConfig):
+    """[loudness]: the live loudness log of the master and every monitor system: the log's
+    own settings (:class:`studiod.daemon.logdb.LogConfig`: target, retention, segment
+    thresholds, dose threshold; see :mod:`studiod.dsp.loudtap` for the definitions) and:
+
+    spl_at_minus20dbfs: monitor system name -> its SPL calibration (dB SPL, A-weighted, of
+    -20 dBFS RMS pink noise on one channel); a calibrated system gets listening level and
+    noise dose."""
+
+    enabled: bool = True
+    spl_at_minus20dbfs: Mapping = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """[alerts]: what the alerts watch and how long a condition must last (seconds).
+
+    The delivery target (its true-peak ceiling and loudness tolerance) is [loudness]
+    target. mono_correlation: the master's correlation below this is a mono-compatibility
+    problem; xrun_burst: this many
+    xruns within xrun_window_s; clear_s: how long a condition must be gone before its
+    alert clears (hysteresis); reference_dbfs: the gain-staging reference (RMS)."""
+
+    enabled: bool = True
+    target_delay_s: float = 10.0
+    mono_correlation: float = -0.3
+    mono_delay_s: float = 3.0
+    xrun_burst: int = 3
+    xrun_window_s: float = 10.0
+    dose_steps_percent: tuple[float, ...] = (50.0, 80.0, 100.0)
+    clear_s: float = 5.0
+    reference_dbfs: float = -18.0
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """[reference]: the reference-track player in the audio callback. track: a file loaded
+    at start (None: none yet); it plays into the session's external monitor inputs while
+    ``/monitor/source`` is "ext", loudness-matched to the mix, and pauses on "mix"."""
+
+    enabled: bool = True
+    track: Path | None = None
+    loop: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated config; ``params`` are (address, value) pairs in file order."""
 
@@ -124,6 +177,9 @@ class Config:
     osc: Mapping = field(default_factory=lambda: MappingProxyType({}))
     midi: Mapping = field(default_factory=lambda: MappingProxyType({}))
     mdns: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    loudness: LoudnessConfig = field(default_factory=LoudnessConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
 
     @property
     def name(self) -> str:
@@ -218,6 +274,9 @@ def parse_config(data: Mapping, path: str | Path | None = None) -> Config:
         state=state,
         log=log,
         **passed,
+        loudness=_loudness(data.get("loudness", {}), session, where),
+        alerts=_alerts(data.get("alerts", {}), where),
+        reference=_reference(data.get("reference", {}), base, where),
     )
     control_surfaces(config)  # a bad [osc]/[midi]/[mdns] is refused like any other section
     return config
@@ -513,6 +572,95 @@ def _log(table: Mapping, where: str) -> LogConfig:
         level=_str(table, "level", where, "log", "info", LOG_LEVELS),
         stats_interval_s=_float(table, "stats_interval_s", where, "log", 60.0, 0.0, 86400.0),
     )
+
+
+def _loudness(table: Mapping, session: Session, where: str) -> LoudnessConfig:
+    from studiod.dsp.targets import TARGETS
+
+    # the log's settings a config may set (max_rows, ring_hops… are the daemon's business)
+    known = ("enabled", "spl_at_minus20dbfs", "target", "retention_days", "start_lufs",
+             "stop_lufs", "start_hold_s", "stop_hold_s", "min_segment_s",
+             "dose_threshold_dba")  # fmt: skip
+    _check_keys(table, known, where, "loudness")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: [loudness] enabled: must be true or false")
+    spl = table.get("spl_at_minus20dbfs", {})
+    if not isinstance(spl, Mapping):
+        raise ConfigError(f"{where}: [loudness] spl_at_minus20dbfs: must be a table of "
+                          "monitor system = dB SPL")  # fmt: skip
+    systems = [m.name for m in session.systems]
+    for name in spl:
+        if name not in systems:
+            raise ConfigError(f"{where}: [loudness] spl_at_minus20dbfs: no monitor system "
+                              f"{name!r}; systems: {systems}")  # fmt: skip
+    section = "loudness"
+    calibration = {n: _float(spl, n, where, f"{section}.spl_at_minus20dbfs", None, 40.0, 130.0)
+                   for n in spl}  # fmt: skip
+    start = _float(table, "start_lufs", where, section, -50.0, -70.0, 0.0)
+    stop = _float(table, "stop_lufs", where, section, -60.0, -70.0, 0.0)
+    if stop > start:
+        raise ConfigError(f"{where}: [loudness] stop_lufs: must not be above start_lufs "
+                          f"({start:g})")  # fmt: skip
+    return LoudnessConfig(
+        enabled=enabled,
+        target=_str(table, "target", where, section, "spotify", tuple(TARGETS)),
+        retention_days=_float(table, "retention_days", where, section, 31.0, 0.01, 3650.0),
+        spl_at_minus20dbfs=MappingProxyType(calibration),
+        start_lufs=start,
+        stop_lufs=stop,
+        start_hold_s=_float(table, "start_hold_s", where, section, 1.0, 0.1, 60.0),
+        stop_hold_s=_float(table, "stop_hold_s", where, section, 3.0, 0.5, 600.0),
+        min_segment_s=_float(table, "min_segment_s", where, section, 5.0, 0.1, 3600.0),
+        dose_threshold_dba=(
+            None if "dose_threshold_dba" not in table
+            else _float(table, "dose_threshold_dba", where, section, None, 0.0, 140.0)
+        ),
+    )  # fmt: skip
+
+
+def _alerts(table: Mapping, where: str) -> AlertsConfig:
+    known = tuple(AlertsConfig.__dataclass_fields__)
+    _check_keys(table, known, where, "alerts")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: [alerts] enabled: must be true or false")
+    steps = table.get("dose_steps_percent", [50.0, 80.0, 100.0])
+    if (
+        not isinstance(steps, list | tuple)
+        or not steps
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in steps)
+        or not all(0.0 < v <= 1000.0 for v in steps)
+    ):
+        raise ConfigError(f"{where}: [alerts] dose_steps_percent: must be an array of "
+                          "percentages from 0 to 1000")  # fmt: skip
+    s = "alerts"
+    return AlertsConfig(
+        enabled=enabled,
+        target_delay_s=_float(table, "target_delay_s", where, s, 10.0, 0.0, 600.0),
+        mono_correlation=_float(table, "mono_correlation", where, s, -0.3, -1.0, 0.0),
+        mono_delay_s=_float(table, "mono_delay_s", where, s, 3.0, 0.0, 600.0),
+        xrun_burst=_int(table, "xrun_burst", where, s, 3, 1, 100000),
+        xrun_window_s=_float(table, "xrun_window_s", where, s, 10.0, 1.0, 3600.0),
+        dose_steps_percent=tuple(sorted(float(v) for v in steps)),
+        clear_s=_float(table, "clear_s", where, s, 5.0, 0.0, 600.0),
+        reference_dbfs=_float(table, "reference_dbfs", where, s, -18.0, -60.0, 0.0),
+    )
+
+
+def _reference(table: Mapping, base: Path, where: str) -> ReferenceConfig:
+    _check_keys(table, ("enabled", "track", "loop"), where, "reference")
+    flags = {}
+    for key in ("enabled", "loop"):
+        flags[key] = table.get(key, True)
+        if not isinstance(flags[key], bool):
+            raise ConfigError(f"{where}: [reference] {key}: must be true or false")
+    raw = _str(table, "track", where, "reference", None)
+    track = None
+    if raw is not None:
+        track = Path(os.path.expanduser(raw))
+        track = track if track.is_absolute() else base / track
+    return ReferenceConfig(enabled=flags["enabled"], track=track, loop=flags["loop"])
 
 
 def _freeze(value):

@@ -343,8 +343,9 @@ unpacker = numba.njit(nogil=True, cache=True, inline="always")
 
 def templates() -> dict[str, object]:
     """One value of every kind the audio callback reads through its table."""
-    from studiod.daemon import loudlog, reference, rtstate
+    from studiod.daemon import reference, rtstate
     from studiod.dsp import loudness as ld
+    from studiod.dsp import loudtap
     from studiod.dsp.engine import Engine
     from studiod.dsp.session import default_session
 
@@ -355,7 +356,7 @@ def templates() -> dict[str, object]:
         "shared": rtstate.make_shared(session.samplerate, 64, 2),
         "meter": ld.make_state(session.samplerate, np.ones(2)),
         "player": reference.ReferencePlayer(session.samplerate).state,
-        "tap": loudlog.make_tap_state(session.samplerate, loudlog.buses_for_session(session, None)),
+        "tap": loudtap.make_tap_state(session.samplerate, loudtap.buses_for_session(session, None)),
     }
 
 

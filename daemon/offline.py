@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from studiod.controllers.atomic import atomic_write
 from studiod.daemon.audiofile import AudioFileError, _format_for
 from studiod.dsp import loudness
 from studiod.dsp.engine import Engine
 from studiod.dsp.loudness import LoudnessMeter
 from studiod.dsp.registry import ENUM, ParamError
+from studiod.dsp.targets import TARGETS, Target
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # bad input, unreadable file, unreachable target (argparse uses 2 for usage)
@@ -39,94 +40,9 @@ class OfflineError(Exception):
 # loudness targets
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A delivery target: integrated loudness, true-peak ceiling, and where they come from.
-
-    tolerance_lu: how far from the target a file may measure and still comply (analyze);
-    bits / samplerate: the delivery format the preset implies (None: keep the input's).
-    """
-
-    name: str
-    integrated_lufs: float
-    ceiling_dbtp: float
-    tolerance_lu: float
-    source: str
-    bits: str | None = None
-    samplerate: int | None = None
-
-
-# Streaming platforms normalise playback to their reference and tolerate any loudness; the
-# ±1 LU compliance window for them is ours (a master within 1 LU is played back nearly as
-# mastered). Broadcast tolerances are the standards' own.
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        Preset(
-            "spotify",
-            -14.0,
-            -1.0,
-            1.0,
-            "Spotify for Artists, 'Loudness normalization': master at -14 LUFS integrated, "
-            "true peak below -1 dBTP",
-        ),
-        Preset(
-            "apple",
-            -16.0,
-            -1.0,
-            1.0,
-            "Apple Music Sound Check plays at -16 LUFS; Apple Digital Masters guidance: "
-            "true peak at most -1 dBTP",
-        ),
-        Preset(
-            "youtube",
-            -14.0,
-            -1.0,
-            1.0,
-            "YouTube normalises music to about -14 LUFS (no published spec); -1 dBTP as "
-            "AES TD1004.1.15-10 recommends for streaming",
-        ),
-        Preset(
-            "tidal",
-            -14.0,
-            -1.0,
-            1.0,
-            "TIDAL loudness normalisation to -14 LUFS; -1 dBTP per AES TD1004.1.15-10",
-        ),
-        Preset(
-            "amazon",
-            -14.0,
-            -2.0,
-            1.0,
-            "Amazon Music for Artists loudness guidance: -14 LUFS integrated, -2 dBTP",
-        ),
-        Preset(
-            "ebu-r128",
-            -23.0,
-            -1.0,
-            0.5,
-            "EBU R 128 (2020): programme loudness -23 LUFS (±0.5 LU), maximum true peak -1 dBTP",
-        ),
-        Preset(
-            "atsc",
-            -24.0,
-            -2.0,
-            2.0,
-            "ATSC A/85:2013: target -24 LKFS (±2 dB), true peak at most -2 dBTP",
-        ),
-        Preset(
-            "cd",
-            -10.0,
-            -0.3,
-            1.0,
-            "Red Book CD (IEC 60908) has no loudness norm: studiod's choice of -10 LUFS, "
-            "typical of current CD masters, with a -0.3 dBTP ceiling for consumer DACs' "
-            "inter-sample overs; 16-bit / 44.1 kHz as IEC 60908 requires",
-            bits="16",
-            samplerate=44100,
-        ),
-    )
-}
+# The one table of delivery targets (dsp/targets.py); "presets" in the offline commands.
+Preset = Target
+PRESETS = TARGETS
 
 
 def preset_from_args(target: str | None, lufs: float | None, ceiling: float | None) -> Preset:
@@ -528,18 +444,7 @@ def dumps(obj) -> str:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Temporary file in the same directory, fsync, rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
 
 
 def fail(command: str, message: str) -> int:

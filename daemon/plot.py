@@ -1,4 +1,5 @@
-"""Loudness-over-time plots (PNG) for ``studiod master --plot``.
+"""The plots (PNG): loudness over time of a file (``studiod master --plot``) and of the
+loudness log (``studiod log --plot``).
 
 matplotlib is an optional extra (``pip install 'studiod[plot]'``): everything else works
 without it, and asking for a plot without it gives a clear error.
@@ -6,15 +7,14 @@ without it, and asking for a plot without it gives a clear error.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from studiod.dsp.loudness import LoudnessMeter
-from studiod.dsp.truepeak import TruePeakMeter, linear_to_dbtp
+from studiod.controllers.atomic import atomic_write
 
 HOP_S = 0.1  # EBU Tech 3341: momentary and short-term are published at >= 10 Hz
 FLOOR_LUFS = -70.0  # plotted for silence (the absolute gate of BS.1770-4)
@@ -35,8 +35,36 @@ class LoudnessSeries:
     true_peak_dbtp: np.ndarray
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display on a server), or PlotError."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotError(
+            "--plot needs matplotlib: install the plot extra "
+            "(pip install 'studiod[plot]', or ./run installs it)"
+        ) from None
+    return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    """Write ``fig`` as a PNG through the one atomic writer."""
+    path = Path(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    except OSError as exc:
+        raise PlotError(f"{path}: cannot write the plot ({exc})") from None
+
+
 def loudness_series(x: np.ndarray, samplerate: int) -> LoudnessSeries:
     """Meter ``x`` [frames, channels] in 100 ms hops (the meter's own update rate)."""
+    # imported here: the log's plot (plot_log) needs no numba
+    from studiod.dsp.loudness import LoudnessMeter
+    from studiod.dsp.truepeak import TruePeakMeter, linear_to_dbtp
+
     x = np.ascontiguousarray(x)
     channels = x.shape[1]
     meter = LoudnessMeter(samplerate, channels, true_peak=False)
@@ -64,16 +92,7 @@ def plot_loudness(
 ) -> None:
     """Write a PNG: momentary and short-term loudness (LUFS) and true peak (dBTP) over time,
     with the loudness target and the true-peak ceiling drawn in. Temp file and rename."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # no display on a server
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise PlotError(
-            "--plot needs matplotlib: install the plot extra "
-            "(pip install 'studiod[plot]', or ./run installs it)"
-        ) from None
+    plt = _pyplot()
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise PlotError(f"{path}: the plot is a PNG file; name it *.png")
@@ -120,16 +139,80 @@ def plot_loudness(
         ax_p.set_ylim(-30.0, 1.0)
         ax_p.grid(alpha=0.3)
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format="png", dpi=100)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise PlotError(f"{path}: cannot write the plot ({exc})") from None
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_log(
+    path_png: str | Path,
+    readings: Sequence[dict],
+    segments: Sequence[dict] = (),
+    target=None,
+    title: str = "studiod loudness log",
+) -> None:
+    """Momentary / short-term loudness and true peak per bus over time (segments shaded,
+    the target (a ``dsp.targets.Target``) drawn in), and the listening level and dose where
+    logged; writes a PNG."""
+    plt = _pyplot()
+    import matplotlib.dates as mdates
+
+    has_spl = any(r["laeq_dba"] is not None for r in readings)
+    n_axes = 3 if has_spl else 2
+    fig, axes = plt.subplots(n_axes, 1, figsize=(12, 3.2 * n_axes), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    buses = list(dict.fromkeys(r["bus"] for r in readings))
+    if has_spl:
+        ax_dose = axes[2].twinx()
+        ax_dose.set_ylabel("daily noise dose (%, dashed)")
+
+    def series(bus, key):
+        pts = [(r["t"], r[key]) for r in readings if r["bus"] == bus]
+        t = [dt.datetime.fromtimestamp(p[0]) for p in pts]
+        v = [np.nan if p[1] is None else p[1] for p in pts]
+        return t, np.array(v, dtype=float)
+
+    for i, bus in enumerate(buses):
+        color = f"C{i % 10}"
+        t, m = series(bus, "momentary_max_lufs")
+        axes[0].plot(t, m, color=color, lw=0.6, alpha=0.5)
+        t, s = series(bus, "shortterm_lufs")
+        axes[0].plot(t, s, color=color, lw=1.6, label=f"{bus} short-term (thin: momentary max)")
+        t, tp = series(bus, "true_peak_dbtp")
+        axes[1].plot(t, tp, color=color, lw=1.0, label=f"{bus} true peak")
+        if has_spl:
+            t, la = series(bus, "laeq_dba")
+            if np.any(np.isfinite(la)):
+                axes[2].plot(t, la, color=color, lw=1.0, label=f"{bus} LAeq,1s")
+                t, d = series(bus, "dose_percent")
+                ax_dose.plot(t, d, color=color, lw=1.0, ls="--", label=f"{bus} dose")
+    for seg in segments:
+        start = dt.datetime.fromtimestamp(seg["start_t"])
+        end = dt.datetime.fromtimestamp(seg["end_t"] or readings[-1]["t"])
+        ok = seg["compliant"]
+        shade = "0.85" if ok is None else ("#c8e6c9" if ok else "#ffcdd2")
+        axes[0].axvspan(start, end, color=shade, zorder=0)
+        if seg["integrated_lufs"] is not None:
+            axes[0].hlines(seg["integrated_lufs"], start, end, colors="k", lw=1.2)
+    if target is not None:
+        axes[0].axhline(target.integrated_lufs, color="k", ls=":", lw=1.0,
+                        label=f"{target.name} {target.integrated_lufs:g} LUFS")  # fmt: skip
+        axes[1].axhline(target.ceiling_dbtp, color="r", ls=":", lw=1.0,
+                        label=f"{target.name} ceiling {target.ceiling_dbtp:g} dBTP")  # fmt: skip
+    axes[0].set_ylabel("loudness (LUFS)")
+    axes[0].set_ylim(-60, 0)
+    axes[1].set_ylabel("true peak (dBTP)")
+    if has_spl:
+        axes[2].set_ylabel("listening level (dB(A))")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize=7)
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M:%S"))
+    axes[0].set_title(title)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    try:
+        _save(fig, path_png)
     finally:
         plt.close(fig)

@@ -41,7 +41,6 @@ from studiod.daemon._unpack import (
     unpack_slot,
     unpack_tap,
 )
-from studiod.daemon.loudlog import tap_process
 from studiod.daemon.native import (
     address,
     call_get_buffer,
@@ -66,6 +65,7 @@ from studiod.daemon.rtstate import (
 from studiod.dsp import loudness as ld
 from studiod.dsp._jit import FASTMATH, fence, kernel
 from studiod.dsp.engine import process_block
+from studiod.dsp.loudtap import tap_process
 
 TIMES_RING = 8192  # callback durations kept for the control thread (~11 s at 64 frames)
 
@@ -205,7 +205,7 @@ def _meter_reset(sh, k, s):
 def _io_out(outdata, io, old, sh, m_master, m_monitor, tap):
     """Device output for one block (output map, crossfade from ``old`` after a swap) and
     the meters. ``old`` is ``io`` itself when no crossfade runs; ``tap``: the loudness
-    log's loudlog.TapState, or None."""
+    log's loudtap.TapState, or None."""
     n = outdata.shape[0]
     _map_out(io.eng_out, io.out_map, n, outdata)
     pos = sh.fade[0]

@@ -153,6 +153,13 @@ _HPF_PARK_HZ = 5.0
 _LPF_PARK_RATIO = 0.45
 
 
+# An input sample this close to full scale counts as a clip: the converter is at its limit
+# (-0.1 dBFS, the "over" threshold of common digital peak meters; a float input above 1.0
+# is a clip too).
+INPUT_CLIP_DBFS = -0.1
+INPUT_CLIP = 10.0 ** (INPUT_CLIP_DBFS / 20.0)
+
+
 class QueueFull(RuntimeError):
     """The engine's parameter queue is full: the audio thread is not draining it."""
 
@@ -194,6 +201,10 @@ EngineState = namedtuple(
         "ch_send_g",  # float64[2, L, F, 2] lane -> fx left/right
         "ch_dest",  # int64[L] bus index (0 = master, 1 + g = group g)
         "ch_peak",  # float64[L] block peak after the fader
+        # float64[L, 3] input meter before trim and fader: the block's peak, then running
+        # totals (the control side reads differences): sum of squares, samples at or above
+        # INPUT_CLIP (see Engine.input_meters)
+        "ch_in_meter",
         "ch_gate",  # dynamics.GateArrays over L lanes (stereo channels linked)
         "ch_comp",  # dynamics.CompressorArrays over L lanes
         "ch_dyn_on",  # bool[2]: any gate, any compressor in (or still releasing)
@@ -1088,12 +1099,25 @@ def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_sto
     for lane in range(lanes):
         col = s.lane_in[lane]
         bad = False
+        peak = 0.0
+        sum_sq = 0.0
+        clips = 0
         for i in range(n):
             v = inp[i, col]
             if not math.isfinite(v):
                 bad = True
                 break
             s.ch_buf[i, lane] = v
+            a = abs(v)
+            peak = max(peak, a)
+            sum_sq += a * a
+            if a >= INPUT_CLIP:
+                clips += 1
+        meter = s.ch_in_meter[lane]
+        meter[0] = peak
+        if not bad:
+            meter[1] += sum_sq
+            meter[2] += clips
         if bad:
             s.nan_events[lane] += 1
             for i in range(n):
@@ -1408,6 +1432,7 @@ class Engine:
             ch_send_g=np.zeros((2, lanes, n_fx, 2)),
             ch_dest=np.zeros(lanes, dtype=np.int64),
             ch_peak=np.zeros(lanes),
+            ch_in_meter=np.zeros((lanes, 3)),
             ch_gate=ch_gate,
             ch_comp=ch_comp,
             ch_dyn_on=np.zeros(2, dtype=np.bool_),
@@ -1583,6 +1608,29 @@ class Engine:
     @property
     def safety_latency_samples(self) -> int:
         return lim.safety_lookahead_samples(SAFETY_LOOKAHEAD_MS, self.samplerate)
+
+    def channel_peaks(self) -> np.ndarray:
+        """Each channel strip's post-fader peak of the last block, linear (the louder lane
+        of a stereo strip), float64[C]. Any thread: a meter, read while the audio runs."""
+        s = self.state
+        lanes = zip(s.ch_lane0, s.ch_lanes, strict=True)
+        return np.array([s.ch_peak[a : a + n].max() for a, n in lanes])
+
+    def input_meters(self) -> tuple[np.ndarray, int]:
+        """Each channel strip's input before trim and fader, float64[C, 3]: the last block's
+        peak (linear, the louder lane), the running sum of squares (mean over its lanes) and
+        the running count of clipped samples (``INPUT_CLIP_DBFS`` and above, all lanes);
+        and the running count of samples processed. A mean square over an interval is the
+        difference of two readings' sums over the difference of their sample counts."""
+        s = self.state
+        samples = int(s.clock[0])
+        m = s.ch_in_meter
+        out = np.empty((len(s.ch_lane0), 3))
+        for k, (a, n) in enumerate(zip(s.ch_lane0, s.ch_lanes, strict=True)):
+            out[k, 0] = m[a : a + n, 0].max()
+            out[k, 1] = m[a : a + n, 1].mean()
+            out[k, 2] = m[a : a + n, 2].sum()
+        return out, samples
 
     @property
     def nan_events(self) -> int:

@@ -93,6 +93,8 @@ fi
 "$PREFIX/venv/bin/python" -m pip install -q --upgrade pip
 "$PREFIX/venv/bin/python" -m pip install -q --upgrade "$REPO"
 install -m 0644 "$REPO/README.md" "$PREFIX/README.md"
+install -d -m 0755 "$PREFIX/docs"
+install -m 0644 "$REPO"/docs/*.md "$PREFIX/docs/"
 
 # 4. config (kept if present)
 install -d -m 0755 /etc/studiod

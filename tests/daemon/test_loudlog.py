@@ -17,9 +17,13 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from studiod.daemon import cli, loudlog
-from studiod.daemon.loudlog import BusSpec, LogConfig, LoudnessLog, tap_process
+from studiod.daemon import cli, logdb
+from studiod.daemon.logdb import LogConfig
+from studiod.daemon.loudlog import LoudnessLog
+from studiod.dsp import loudtap
 from studiod.dsp.loudness import measure
+from studiod.dsp.loudtap import BusSpec, tap_process
+from studiod.dsp.targets import TARGETS
 
 FS = 48000
 T0 = float(int(time.time()) - 7200)  # the tests' clock: recent (retention keeps 31 days)
@@ -63,7 +67,7 @@ def _feed(log, audio, block, start_now=T0, outputs=None):
 def test_aweighting_against_iec61672():
     f = np.array([31.5, 63, 125, 250, 500, 1000, 2000, 4000, 8000, 10000, 12500, 16000])
     for fs in (44100, 48000, 96000):
-        err = loudlog.aweighting_gain_db(f, fs) - _iec_aweighting_db(f)
+        err = loudtap.aweighting_gain_db(f, fs) - _iec_aweighting_db(f)
         assert np.all(np.abs(err[f <= 10000]) < 0.1), err
         assert np.all(np.abs(err) < 0.6), err
         # IEC 61672-1:2013 Table 3, class 1 limits at 8, 10, 12.5, 16 kHz
@@ -82,14 +86,14 @@ def test_calibration_noise_level_against_closed_form():
         limit=200,
     )
     analog = 0.01 * integral / math.log(1000.0)
-    digital = loudlog.calibration_mean_square(FS)
+    digital = loudtap.calibration_mean_square(FS)
     assert abs(10 * math.log10(digital / analog)) < 0.05
 
 
 def test_dose_closed_form():
     # NIOSH 1998: 85 dBA 8 h, 88 dBA 4 h, 94 dBA 1 h, 100 dBA 15 min are each 100 %
     for level, seconds in ((85, 8 * 3600), (88, 4 * 3600), (94, 3600), (100, 900)):
-        assert loudlog.dose_percent(level, seconds) == pytest.approx(100.0, rel=1e-12)
+        assert loudtap.dose_percent(level, seconds) == pytest.approx(100.0, rel=1e-12)
     levels = np.array([80.0, 91.0, -np.inf, 70.0])
     t = np.array([3600.0, 1800.0, 600.0, 7200.0])
 
@@ -97,10 +101,10 @@ def test_dose_closed_form():
         return 100.0 * sum(ti / (28800 / 2 ** ((li - 85) / 3)) for li, ti in pairs)
 
     every = closed_form([(80.0, 3600.0), (91.0, 1800.0), (70.0, 7200.0)])
-    assert loudlog.dose_percent(levels, t) == pytest.approx(every, rel=1e-12)
+    assert loudtap.dose_percent(levels, t) == pytest.approx(every, rel=1e-12)
     # an 80 dBA dosimeter threshold drops the 70 dBA part only
     above = closed_form([(80.0, 3600.0), (91.0, 1800.0)])
-    assert loudlog.dose_percent(levels, t, threshold_dba=80.0) == pytest.approx(above, rel=1e-12)
+    assert loudtap.dose_percent(levels, t, threshold_dba=80.0) == pytest.approx(above, rel=1e-12)
 
 
 def test_tap_records_do_not_depend_on_block_size(tmp_path):
@@ -126,7 +130,7 @@ def test_tap_records_do_not_depend_on_block_size(tmp_path):
         np.testing.assert_allclose(other, records[0], rtol=1e-9, atol=1e-12)
     # the mono bus reads column 2 alone: BS.1770 of that one channel
     mono = measure(audio[:, 1], FS)
-    assert records[0][1, 39, loudlog.HOP_S] == pytest.approx(mono["shortterm_lufs"], abs=1e-9)
+    assert records[0][1, 39, loudtap.HOP_S] == pytest.approx(mono["shortterm_lufs"], abs=1e-9)
 
 
 def test_rows_segments_and_compliance(tmp_path):
@@ -144,7 +148,7 @@ def test_rows_segments_and_compliance(tmp_path):
     end = _feed(log, audio, 960)
     log.close(now=end + 1)
 
-    rows = loudlog.query_readings(db, 0, 2e9)
+    rows = logdb.query_readings(db, 0, 2e9)
     for bus in ("master", "studio"):
         mine = [r for r in rows if r["bus"] == bus]
         # one row per bus per second of audio (the last hop is read at close)
@@ -156,10 +160,10 @@ def test_rows_segments_and_compliance(tmp_path):
     quiet = [r for r in rows if r["bus"] == "master" and T0 + 41 <= r["t"] <= T0 + seconds]
     assert all(r["momentary_lufs"] is None and r["segment_id"] is None for r in quiet)
 
-    segs = loudlog.query_segments(db, 0, 2e9)
+    segs = logdb.query_segments(db, 0, 2e9)
     assert [s["bus"] for s in segs] == ["master", "master"]
     assert len(log.recent_segments) == 2
-    target = loudlog.PLATFORM_TARGETS["spotify"]
+    target = TARGETS["spotify"]
     for seg, row, (start_s, end_s) in zip(log.recent_segments, segs, edges, strict=True):
         # boundaries: the start of the first loud 400 ms block (up to 0.4 s before the
         # programme) and the end of the last loud one (filter ringing: up to 0.5 s after)
@@ -174,7 +178,7 @@ def test_rows_segments_and_compliance(tmp_path):
         assert row["status"] == "closed" and row["systems"] == "studio"
         dev = ref["integrated_lufs"] - target.integrated_lufs
         assert row["deviation_lu"] == pytest.approx(dev, abs=0.005)
-        ok = abs(dev) <= target.tolerance_lu and ref["true_peak_dbtp"] <= target.true_peak_dbtp
+        ok = abs(dev) <= target.tolerance_lu and ref["true_peak_dbtp"] <= target.ceiling_dbtp
         assert row["compliant"] == int(ok)
     assert segs[1]["compliant"] == 0  # -29 LUFS is far from -14
 
@@ -196,13 +200,13 @@ def test_listening_level_and_dose(tmp_path):
                        math.log(20.0), math.log(20000.0), limit=200)  # fmt: skip
     cal_ms = 0.01 * integral / math.log(1000.0)
     level = cal_spl + 10 * math.log10(2 * amplitude**2 / 2 / cal_ms)
-    rows = loudlog.query_readings(db, 0, 2e9)
+    rows = logdb.query_readings(db, 0, 2e9)
     steady = [r["laeq_dba"] for r in rows[2:]]
     assert np.allclose(steady, level, atol=0.1)
     metered_s = 0.1 * (int(log.tap.head[0]) - 1)  # the reader stays one hop behind
     expected = 100.0 * metered_s / (8 * 3600 / 2 ** ((level - 85.0) / 3.0))
     assert rows[-1]["dose_percent"] == pytest.approx(expected, rel=0.025)
-    dose = loudlog.query_dose(db, 0, 2e9)
+    dose = logdb.query_dose(db, 0, 2e9)
     assert len(dose) == 1 and dose[0]["seconds"] == pytest.approx(metered_s)
     assert dose[0]["dose_percent"] == pytest.approx(rows[-1]["dose_percent"])
     # the dose of the day continues after a restart
@@ -210,7 +214,7 @@ def test_listening_level_and_dose(tmp_path):
                        now=end + 2)  # fmt: skip
     end2 = _feed(log2, audio[: 5 * FS], 1024, start_now=end + 2)
     log2.close(now=end2 + 1)
-    after = loudlog.query_dose(db, 0, 2e9)[0]
+    after = logdb.query_dose(db, 0, 2e9)[0]
     assert after["seconds"] == pytest.approx(metered_s + 4.9)  # again one hop behind
     assert after["dose_percent"] > dose[0]["dose_percent"]
 
@@ -222,7 +226,7 @@ def test_retention_by_rows_and_age(tmp_path):
     log = LoudnessLog(db, FS, [BusSpec("master", "master", (1, 2))], cfg)
     _feed(log, audio, 4800)
     assert log.flush()
-    rows = loudlog.query_readings(db, 0, 2e9)
+    rows = logdb.query_readings(db, 0, 2e9)
     assert [r["t"] for r in rows] == pytest.approx([T0 + s for s in range(8, 13)])
     log.close(now=T0 + 13)
     # age: with a retention of one day, rows of three days ago go, today's stay
@@ -230,11 +234,11 @@ def test_retention_by_rows_and_age(tmp_path):
     log = LoudnessLog(db, FS, [BusSpec("master", "master", (1, 2))], cfg)
     _feed(log, audio[: 3 * FS], 4800, start_now=T0 - 3 * 86400)
     assert log.flush()
-    assert len(loudlog.query_readings(db, 0, 2e9)) == 5
+    assert len(logdb.query_readings(db, 0, 2e9)) == 5
     log.close(now=T0 - 3 * 86400 + 4)
     log = LoudnessLog(db, FS, [BusSpec("master", "master", (1, 2))], cfg)
     log.close()  # close() flushes, and every flush applies retention
-    assert [r["t"] for r in loudlog.query_readings(db, 0, 2e9)] == pytest.approx(
+    assert [r["t"] for r in logdb.query_readings(db, 0, 2e9)] == pytest.approx(
         [T0 + s for s in range(8, 13)]
     )
 
@@ -245,11 +249,11 @@ def test_hard_stop_marks_open_segment_interrupted(tmp_path):
     log = LoudnessLog(db, FS, [BusSpec("master", "master", (1, 2), segments=True)])
     _feed(log, audio, 4800)
     assert log.flush()
-    assert [s["status"] for s in loudlog.query_segments(db, 0, 2e9)] == ["open"]
+    assert [s["status"] for s in logdb.query_segments(db, 0, 2e9)] == ["open"]
     # a SIGKILL leaves the row open; the next start marks it
     log2 = LoudnessLog(db, FS, [BusSpec("master", "master", (1, 2), segments=True)])
     assert log2.interrupted_segments == 1
-    assert [s["status"] for s in loudlog.query_segments(db, 0, 2e9)] == ["interrupted"]
+    assert [s["status"] for s in logdb.query_segments(db, 0, 2e9)] == ["interrupted"]
     log2.close()
     log.close()
 
@@ -268,7 +272,7 @@ def test_stalled_reader_counts_lost_hops(tmp_path):
 
 
 def test_csv_and_png_through_the_command(tmp_path, capsys):
-    db = tmp_path / "state" / loudlog.LOG_FILENAME
+    db = tmp_path / "state" / logdb.LOG_FILENAME
     spec = [BusSpec("master", "master", (1, 2), segments=True),
             BusSpec("studio", "outputs", (1, 2), spl_at_minus20dbfs=85.0)]  # fmt: skip
     rng = np.random.default_rng(5)
@@ -276,7 +280,7 @@ def test_csv_and_png_through_the_command(tmp_path, capsys):
     log = LoudnessLog(db, FS, spec, LogConfig(min_segment_s=2.0))
     end = _feed(log, audio, 2400)
     log.close(now=end + 1)
-    rows = loudlog.query_readings(db, 0, 2e9)
+    rows = logdb.query_readings(db, 0, 2e9)
     out_csv = tmp_path / "rows.csv"
     png = tmp_path / "plot.png"
     args = ["log", "--state-dir", str(db.parent), "--from", str(int(T0 - 10)),
@@ -333,10 +337,10 @@ def test_bad_configuration_is_refused(tmp_path):
         BusSpec("studio", source="aux")
     with pytest.raises(ValueError, match="stop_lufs"):
         LogConfig(start_lufs=-60.0, stop_lufs=-50.0)
-    with pytest.raises(ValueError, match="unknown platform target"):
+    with pytest.raises(ValueError, match="unknown target"):
         LogConfig(target="vinyl")
     with pytest.raises(ValueError, match="unique"):
-        loudlog.make_tap_state(FS, [BusSpec("a"), BusSpec("a")])
+        loudtap.make_tap_state(FS, [BusSpec("a"), BusSpec("a")])
 
 
 def test_tap_state_copies_field_by_field(tmp_path):
@@ -348,3 +352,29 @@ def test_tap_state_copies_field_by_field(tmp_path):
     assert int(log.tap.head[0]) == 0 and log.tap.counters[0, 1] == 0
     assert probe.counters[0, 0] + probe.counters[0, 1] * probe.config[0, 0] == 64
     log.close()
+
+
+def test_correlation_per_second_against_numpy(tmp_path):
+    """The logged correlation of each second is numpy's Pearson coefficient of the raw
+    samples (zero-mean signals: sum(LR) / sqrt(sum(LL) sum(RR)))."""
+    rng = np.random.default_rng(11)
+    n = 4 * FS  # 4 s per case: identical (mono), out of phase, half related
+    left = 0.1 * rng.standard_normal(3 * n)
+    other = 0.1 * rng.standard_normal(n)
+    right = np.concatenate([left[:n], -left[n : 2 * n], 0.5 * left[2 * n :] + other])
+    audio = np.column_stack([left, right]).astype(np.float32)
+    db = tmp_path / "corr.sqlite3"
+    buses = [BusSpec("master", "master", (1, 2)), BusSpec("mono", "outputs", (1,))]
+    log = LoudnessLog(db, FS, buses)
+    end = _feed(log, audio, 64)
+    log.close(now=end + 1)
+    rows = [r for r in logdb.query_readings(db, 0, 2e9) if r["bus"] == "master"]
+    for case in range(3):
+        x, y = audio[case * n : (case + 1) * n, 0], audio[case * n : (case + 1) * n, 1]
+        expected = float(np.sum(x * y) / np.sqrt(np.sum(x * x) * np.sum(y * y)))
+        # rows 4c + 1 and 4c + 2 hold hops of case c only (a row ends a hop short of 1 s)
+        for row in rows[4 * case + 1 : 4 * case + 3]:
+            assert row["correlation"] == pytest.approx(expected, abs=0.02), case
+    assert rows[1]["correlation"] > 0.999 and rows[5]["correlation"] < -0.999
+    mono = [r for r in logdb.query_readings(db, 0, 2e9) if r["bus"] == "mono"]
+    assert all(r["correlation"] is None for r in mono)  # one column: nothing to correlate

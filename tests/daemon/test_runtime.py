@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 
 from studiod.daemon.audio import DeviceError, VirtualDevice
-from studiod.daemon.config import load_config
 from studiod.daemon.notify import Notifier
-from studiod.daemon.runtime import Daemon
 
 FS = 48000
 A_DBFS = -20.0  # test tone peak level: far below every limiter and safety threshold
@@ -102,25 +100,6 @@ def rms_db(x: float) -> float:
 
 
 SINE_RMS = A / math.sqrt(2)
-
-
-@pytest.fixture
-def started(tmp_path):
-    daemons = []
-
-    def start(path=None, rig=None, notifier=None, **kw) -> tuple[Daemon, Rig]:
-        rig = rig or Rig()
-        daemon = Daemon(
-            load_config(path or write_config(tmp_path)), device_factory=rig,
-            notifier=notifier or Notifier({}), **kw,
-        )  # fmt: skip
-        daemons.append(daemon)
-        daemon.start()
-        return daemon, rig
-
-    yield start
-    for daemon in daemons:
-        daemon.close()
 
 
 def test_level_pan_mute_and_state_restore(tmp_path, started):
@@ -377,8 +356,9 @@ def test_reference_player_and_loudness_log_hooks(tmp_path, started):
     monitor source), and the loudness log's tap sees the master."""
     import soundfile as sf
 
-    from studiod.daemon.loudlog import LoudnessLog, buses_for_session
+    from studiod.daemon.loudlog import LoudnessLog
     from studiod.daemon.reference import ReferencePlayer
+    from studiod.dsp.loudtap import buses_for_session
 
     daemon, rig = started(rig=Rig(np.zeros((FS, 6), np.float32)))
     t = np.arange(2 * FS) / FS
