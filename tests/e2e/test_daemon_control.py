@@ -28,6 +28,7 @@ import pyloudnorm
 import pytest
 
 from tests.e2e.conftest import FS, REPO, DaemonProcess, JackServer, Peer
+from tests.e2e.jack_nano import JackNano
 from tests.e2e.netns import inside, netns
 from tests.e2e.test_jack_daemon import A1, A2, F1, F2, PAN_CENTRE, amplitude, db, programme
 
@@ -163,27 +164,6 @@ def floats(line: str) -> list[float]:
 def law_db(position: float) -> float:
     """The console fader law (X32 OSC breakpoints), written out independently."""
     return float(np.interp(position, [0, 0.0625, 0.25, 0.5, 1.0], [-90, -60, -30, -10, 10]))
-
-
-class JackNano:
-    """A nanoKONTROL2 played by a JACK MIDI client (virtual ports named like the device's)."""
-
-    def __init__(self):
-        import rtmidi
-
-        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="fakekorg")
-        self.out.open_virtual_port("nanoKONTROL2 MIDI 1")
-        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="fakekorg-leds")
-        self.inp.open_virtual_port("nanoKONTROL2 MIDI 1 in")
-
-    def send(self, *messages: list[int]) -> None:
-        for m in messages:
-            self.out.send_message(m)
-
-    def close(self) -> None:
-        for m in (self.out, self.inp):
-            m.close_port()
-            m.delete()
 
 
 def connected(server: JackServer, port: str) -> bool:

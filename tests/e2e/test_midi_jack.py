@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rtmidi
 
 from studiod.controllers.hub import ControlHub
 from studiod.controllers.mapping import load_profile, shipped_profile_paths
@@ -21,6 +20,7 @@ from studiod.controllers.midi import MidiManager, RtMidiBackend
 from studiod.dsp.engine import Engine
 from studiod.dsp.session import Session
 from tests.e2e.conftest import die_with_parent
+from tests.e2e.jack_nano import JackNano
 
 pytestmark = pytest.mark.e2e
 
@@ -65,30 +65,6 @@ def jack_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-class JackNano:
-    """A nanoKONTROL2 played by a JACK MIDI client: a virtual output (its controls) and a
-    virtual input (its LEDs) named like the real device's ports."""
-
-    def __init__(self):
-        self.received: list[list[int]] = []
-        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="fakekorg")
-        self.out.open_virtual_port("nanoKONTROL2 MIDI 1")
-        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="fakekorg-leds")
-        self.inp.ignore_types(sysex=False)
-        self.inp.set_callback(lambda event, _: self.received.append(event[0]))
-        self.inp.open_virtual_port("nanoKONTROL2 MIDI 1 in")
-
-    def send(self, *messages: list[int]) -> None:
-        for m in messages:
-            self.out.send_message(m)
-
-    def close(self) -> None:
-        self.inp.cancel_callback()
-        for m in (self.out, self.inp):
-            m.close_port()
-            m.delete()
 
 
 def wait(condition, timeout_s: float) -> float:

@@ -23,8 +23,9 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from studiod.daemon.realtime import ThreadCounters, thread_counters
 from tests.e2e.conftest import FS, DaemonProcess, JackServer, Peer
+from tests.e2e.jack_nano import JackNano
 from tests.e2e.netns import inside, netns
-from tests.e2e.test_daemon_control import JackNano, connected, wait_until
+from tests.e2e.test_daemon_control import connected, wait_until
 from tests.e2e.test_jack_daemon import programme
 
 pytestmark = pytest.mark.e2e
