@@ -172,8 +172,7 @@ class AlertsComponent(Component):
             self._check(
                 "clip", level.channel, level.clips > 0, now, "warning",
                 f"input {level.channel}: {level.clips} samples at or above -0.1 dBFS in the "
-                f"last second (peak {_fmt_db(level.peak_dbfs)} dBFS): lower the source or its "
-                "preamp",
+                "last second: lower the source or its preamp",
             )  # fmt: skip
 
     def _check_mono(self, now: float) -> None:

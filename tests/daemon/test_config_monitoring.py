@@ -39,12 +39,12 @@ def test_sections_are_read():
         ({"loudness": {"spl_at_minus20dbfs": {"car": 80}}}, "no monitor system 'car'"),
         ({"loudness": {"spl_at_minus20dbfs": {"studio": 200}}}, "must be from 40 to 130"),
         ({"loudness": {"stop_lufs": -40}}, "stop_lufs: must not be above start_lufs"),
-        ({"loudness": {"colour": 1}}, r"\[loudness\] unknown key\(s\) \['colour'\]"),
+        ({"loudness": {"colour": 1}}, r"\[loudness\]: unknown key\(s\) 'colour'; known: \["),
         ({"alerts": {"reference_dbfs": 3}}, r"\[alerts\] reference_dbfs: must be from -60 to 0"),
         ({"alerts": {"dose_steps_percent": "50"}}, "dose_steps_percent: must be an array"),
         ({"alerts": {"enabled": "yes"}}, r"\[alerts\] enabled: must be true or false"),
         ({"reference": {"track": 3}}, r"\[reference\] track: must be a string"),
-        ({"reference": {"volume": 1}}, r"\[reference\] unknown key\(s\) \['volume'\]"),
+        ({"reference": {"volume": 1}}, r"\[reference\]: unknown key\(s\) 'volume'; known: \["),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(sections, message):
