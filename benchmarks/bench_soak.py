@@ -6,10 +6,10 @@ comes from a JACK MIDI port named like a nanoKONTROL2, the OSC over UDP. jackd's
 names every client it found late. The fair comparison is a *witness* in the same graph
 (benchmarks/jack_witness.py): a JACK client in compiled code, in its own process, that
 burns per cycle the CPU time of studiod's median callback (calibrated over the first
-seconds). Whatever makes the witness late is the machine's; the last line is the ratio of
-late cycles, ``daemon/witness late cycles: 0.9x`` (goal: at most 1.0). The audio thread's
-involuntary context switches per 1000 cycles, the daemon's and the witness's, come from
-their own counters in /proc.
+seconds of the traffic). Whatever makes the witness late is the machine's; the last line
+is the ratio of late cycles, ``daemon/witness late cycles: 0.9x`` (goal: at most 1.0).
+The audio thread's involuntary context switches per 1000 cycles, the daemon's and the
+witness's, come from their own counters in /proc.
 
 On the virtual device there is no MIDI transport here, so the MIDI half is a thread of
 ControlHub.set calls (the path the MIDI thread takes), and a baseline run of the device on
@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from studiod.daemon import rtcore as rt
 from studiod.daemon.audio import AudioCore, VirtualDevice
 from studiod.daemon.config import AudioConfig, Config, LogConfig, StateConfig
 from studiod.daemon.realtime import ThreadCounters, thread_counters
@@ -294,6 +295,23 @@ class Jack:
         self.server.wait(timeout=10)
 
 
+CALIBRATE_S = 5.0
+
+
+def calibrate(daemon: Daemon, seconds: float) -> float:
+    """The daemon's median own CPU time per block (µs) over ``seconds`` of the soak's
+    traffic: what the witness burns per cycle."""
+    daemon.run(seconds)
+    core = daemon.core
+    blocks = min(int(seconds * FS / core.block_frames), rt.TIMES_RING)
+    done = core.callbacks
+    burn_us = float(np.median(core.cpu.ring[np.arange(done - blocks, done) % rt.TIMES_RING]))
+    burn_us /= 1000.0
+    print(f"witness: burns {burn_us:.0f} µs of CPU per cycle (the daemon's median under the "
+          f"traffic, over {seconds:g} s)")  # fmt: skip
+    return burn_us
+
+
 def per_1000(count: int, cycles: int) -> float:
     return 1000.0 * count / max(cycles, 1)
 
@@ -339,11 +357,6 @@ def main() -> int:
         programme = np.ascontiguousarray(np.tile(tracks[:, :8], (1, 2)))
         daemon = Daemon(config, programme=programme)
         daemon.start()
-        if jack is not None:
-            daemon.run(5.0)  # calibrate the witness on the daemon's own CPU time per block
-            burn_us = daemon.stats()["cpu_p50_us"]
-            jack.start_witness(burn_us)
-            print(f"witness: burns {burn_us:.0f} µs of CPU per cycle (the daemon's median)")
         flood = subprocess.Popen(
             [sys.executable, __file__, "--send", str(osc_port), str(args.rate),
              "1" if jack else "0"],
@@ -357,6 +370,8 @@ def main() -> int:
             hub_thread = threading.Thread(target=hub_flood,
                                           args=(daemon.hub, args.rate, stop, counts))  # fmt: skip
             hub_thread.start()
+        if jack is not None:
+            jack.start_witness(calibrate(daemon, CALIBRATE_S))
         started = time.monotonic()
         samples: list[float] = []  # RSS every 10 s: a leak shows as a slope
         sampler = threading.Thread(target=sample_rss, args=(samples, stop, 10.0), daemon=True)
