@@ -494,7 +494,7 @@ def virtual_run(vctl, entry, entry_arg, indata, outdata, source, tap, clocks, pe
     deadline = clock_ns(clock_fn, clock_id) + period_ns
     while vctl[V_RUN] != 0:
         if paced:
-            sleep_until_ns(sleep_fn, clock_id, deadline)  # EINTR: checked below, as late
+            sleep_until_ns(sleep_fn, clock_id, deadline)  # EINTR returns early: checked below
             now = clock_ns(clock_fn, clock_id)
             if now < deadline:
                 continue  # woken early by a signal: sleep again to the same deadline
