@@ -300,33 +300,41 @@ class _JackPorts:
         lib.jack_get_ports.restype = ctypes.POINTER(c)
         lib.jack_get_ports.argtypes = [p, c, c, ctypes.c_ulong]
         lib.jack_free.argtypes = [p]
-        shutdown = ctypes.CFUNCTYPE(None, ctypes.c_int, c, p)
-        lib.jack_on_info_shutdown.argtypes = [p, shutdown, p]
-        self._lib = lib
+        lib.jack_on_shutdown.argtypes = [p, p, p]
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.sem_init.argtypes = [p, ctypes.c_int, ctypes.c_uint]
+        libc.sem_trywait.argtypes = [p]
+        self._lib, self._libc = lib, libc
+        # JACK's notification thread reports a server that went away by calling sem_post on
+        # this semaphore: C calling C. A Python callback there is cancelled by
+        # jack_client_close (pthread_cancel) while it may wait for the GIL, which can leave
+        # the interpreter's lock held for ever. 64 aligned bytes hold any libc's sem_t.
+        self._gone = (ctypes.c_uint64 * 8)()
+        if libc.sem_init(self._gone, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "sem_init failed")
+        self._sem_post = ctypes.cast(libc.sem_post, p).value
         self._name = client_name.encode()
         self._client = None
-        self._dead = False
-        # JACK's notification thread reports a server that went away
-        self._on_shutdown = shutdown(lambda code, reason, arg: setattr(self, "_dead", True))
         self._lock = threading.Lock()
         if not self._open():
             raise OSError("no JACK server")
 
     def _open(self) -> bool:
+        while self._libc.sem_trywait(self._gone) == 0:
+            pass  # a shutdown of the previous client, already acted on
         status = self._ctypes.c_int(0)
-        self._dead = False
         self._client = self._lib.jack_client_open(
             self._name, self._NO_START_SERVER, self._ctypes.byref(status)
         )
         if self._client:
-            self._lib.jack_on_info_shutdown(self._client, self._on_shutdown, None)
+            self._lib.jack_on_shutdown(self._client, self._sem_post, self._gone)
         return bool(self._client)
 
     def list(self, sources: bool) -> list[str]:
         """Ports that send MIDI (``sources``: for our inputs) or receive it."""
         with self._lock:
-            if self._dead and self._client:
-                self._lib.jack_client_close(self._client)
+            if self._client and self._libc.sem_trywait(self._gone) == 0:
+                self._lib.jack_client_close(self._client)  # the server went away
                 self._client = None
             if not self._client and not self._open():
                 return []  # no server; asked again at the next scan
