@@ -23,6 +23,7 @@ SUMMARIES = {
     "render": "mix a session's stems through the engine to a premaster (and a master)",
     "run": "run the daemon with a config file",
     "devices": "list audio devices and MIDI ports",
+    "warmup": "compile and cache what a config needs (the first start's minutes, ahead of time)",
 }
 COMMANDS = tuple(SUMMARIES)
 

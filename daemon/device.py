@@ -122,7 +122,7 @@ class AudioComponent(Component):
         if self.device is not None:
             self._close_device()
         self._placement.release()
-        if self.core is not None:
+        if self.core is not None and self.core.callbacks:  # not after a prepare alone
             t = self.core.timing()
             log.info(
                 "stopped: %d callbacks, %d xruns, callback p50 %.0f µs, p99 %.0f µs, "

@@ -116,7 +116,7 @@ def engines(heard: int, fading: int = -1) -> int:
 # the parts of a block
 
 
-@kernel
+@kernel(inline=True)
 def _io_in(indata, io, sh, player, advance):
     """Engine inputs for one block from the device input, the loop and the monitor-source
     ring, and the reference player (``player``: a reference.PlayerState or None).
@@ -201,7 +201,7 @@ def _meter_reset(sh, k, s):
         sh.tp_max[k, lane] = 0.0
 
 
-@kernel
+@kernel(inline=True)
 def _io_out(outdata, io, old, sh, m_master, m_monitor, tap):
     """Device output for one block (output map, crossfade from ``old`` after a swap) and
     the meters. ``old`` is ``io`` itself when no crossfade runs; ``tap``: the loudness
@@ -244,7 +244,7 @@ def _io_out(outdata, io, old, sh, m_master, m_monitor, tap):
 # ----------------------------------------------------------------------------------------
 
 
-@kernel
+@kernel(inline=True)
 def _engine_pass(indata, slot, sh, tab, player_k, advance):
     """Device input -> one engine's outputs (``slot.io.eng_out``)."""
     io = slot.io

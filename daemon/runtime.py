@@ -32,6 +32,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ from studiod.daemon.notify import Notifier
 from studiod.daemon.rtstate import METER_MASTER
 from studiod.daemon.status import StatusLine, log_stats, status_text
 from studiod.daemon.status import setup_logging as setup_logging  # re-exported
+from studiod.dsp._jit import CompileProgress
 from studiod.dsp.engine import Engine
 from studiod.dsp.registry import ParamError
 
@@ -71,6 +73,25 @@ def _keep_systemd_waiting(notifier: Notifier, done: threading.Event) -> None:
     timeout from running out."""
     while not done.wait(5.0):
         notifier.extend_timeout(15.0)
+
+
+@contextmanager
+def _starting(notifier: Notifier):
+    """While the components are prepared (minutes when numba compiles, on a Pi's first start):
+    systemd's start timeout is extended, and what is compiled is reported as it happens (the
+    log and STATUS=), so that a first start never looks like a hang."""
+    done = threading.Event()
+    threading.Thread(target=_keep_systemd_waiting, args=(notifier, done), daemon=True).start()
+
+    def report(text: str) -> None:
+        log.info("%s", text.strip())
+        notifier.status(f"starting: {text.strip()}")
+
+    try:
+        with CompileProgress(report):
+            yield
+    finally:
+        done.set()
 
 
 class _Hooks:
@@ -243,22 +264,21 @@ class Daemon(_Hooks):
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
 
+    def prepare(self) -> None:
+        """Build the components and prepare them (the engine, its compiled code, the core):
+        everything up to opening the device and the sockets."""
+        self.notifier.status("starting: building the engine")
+        with _starting(self.notifier):
+            self.components = build_components(self, self.config)
+            for part in self.components:
+                part.prepare()
+
     def start(self) -> None:
         """Build and start the components, tell systemd we are ready."""
         cfg = self.config
         apply_switch_interval(cfg.audio.switch_interval_ms)
-        warm = threading.Event()
-        keepalive = threading.Thread(
-            target=_keep_systemd_waiting, args=(self.notifier, warm), daemon=True
-        )
-        keepalive.start()
-        try:
-            self.notifier.status("starting: building the engine (first run compiles kernels)")
-            self.components = build_components(self, cfg)
-            for part in self.components:
-                part.prepare()
-        finally:
-            warm.set()
+        if not self.components:
+            self.prepare()
         # Everything built so far lives as long as the daemon: out of the cyclic collector's
         # way, so that a collection (which holds the GIL) stays short.
         gc.collect()

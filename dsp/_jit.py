@@ -14,10 +14,15 @@ import ast
 import hashlib
 import os
 import re
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numba
 from numba import types
+from numba.core.event import Listener, register, unregister
+from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -87,8 +92,38 @@ numba.config.CACHE_DIR = str(CACHE_DIR)
 # biquad bank); "nnan" and "ninf" stay off so that NaN/Inf checks keep their meaning.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
-kernel = numba.njit(nogil=True, cache=True, fastmath=FASTMATH)
-"""Decorator for every audio kernel: nopython, releases the GIL, cached on disk."""
+
+class _Kernel(CPUDispatcher):
+    """numba's dispatcher, minus one specialisation: a kernel called from compiled code with
+    a constant argument (``f(x, 0)``, ``g(y, False)``) is compiled for the argument's type,
+    not for that one value. numba types constants as literals and compiles a callee once per
+    literal it is called with, each copy with its whole call tree: the daemon's first start
+    compiled the engine's inner stages two to seven times over (numba 0.68, ``numba:compile``
+    events counted per function)."""
+
+    def get_call_template(self, args, kws):
+        args = tuple(types.unliteral(a) for a in args)
+        kws = {k: types.unliteral(v) for k, v in kws.items()}
+        return super().get_call_template(args, kws)
+
+
+def kernel(func=None, *, inline: bool = False):
+    """Decorator for every audio kernel: nopython, releases the GIL, cached on disk.
+
+    ``@kernel(inline=True)`` marks a stage with a single caller: numba puts its code into
+    the caller's before compiling (``inline="always"``) instead of compiling it on its own.
+    numba optimises every compiled function again with everything it calls linked in, in
+    each function that calls it; the engine's stages were optimised five times over
+    (``process_block`` -> ``_engine_block`` -> ``_channels`` -> ...), most of a first
+    start. Called from Python, an inline kernel compiles as any other."""
+    if func is None:
+        return lambda f: kernel(f, inline=inline)
+    options = {"nopython": True, "nogil": True, "fastmath": FASTMATH, "boundscheck": None}
+    if inline:
+        options["inline"] = "always"
+    dispatcher = _Kernel(py_func=func, locals={}, targetoptions=options)
+    dispatcher.enable_caching()
+    return dispatcher
 
 
 @intrinsic
@@ -112,3 +147,95 @@ def publish(ctl, index, value):
     fence()
     ctl[index] = value
     fence()
+
+
+# What people waiting on a first start read: the kernels Python calls directly, by the name of
+# the part of studiod they are (a kernel missing here is shown as module.function).
+_STAGES = {
+    "process_block": "the engine",
+    "_tick": "the engine's parameter path",
+    "core_block": "the audio callback",
+    "tap_process": "the loudness log's meters",
+    "loudness_reset": "the loudness meters",
+    "partition_fir": "the linear-phase EQ",
+    "design_linphase_fir": "the linear-phase EQ",
+}
+
+
+class CompileProgress(Listener):
+    """Reports numba's compiling while it happens, so that a first start (minutes on a Pi)
+    never looks like a hang: ``report(text)`` when a kernel called from Python starts
+    compiling (a stage), every ``every_s`` while compiling goes on (functions done, numba's
+    own helpers among them; seconds), and once at the end. Nothing is reported when
+    everything comes from the cache. A context manager; ``report`` is called from a helper
+    thread too."""
+
+    def __init__(self, report: Callable[[str], None], every_s: float = 5.0):
+        self.report = report
+        self.every_s = every_s
+        self.functions = 0  # compiled (cache loads are not compiles), numba's helpers too
+        self._depth = 0
+        self._current = ""
+        self._stage: str | None = None
+        self._started: float | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _name(event) -> tuple[str, str]:
+        func = event.data["dispatcher"].py_func
+        short = func.__qualname__
+        return short, f"{func.__module__.rsplit('.', 1)[-1]}.{short}"
+
+    def on_start(self, event) -> None:
+        short, full = self._name(event)
+        ours = event.data["dispatcher"].py_func.__module__.startswith("studiod.")
+        with self._lock:
+            first = self._started is None
+            if first:
+                self._started = time.monotonic()
+            self._depth += 1
+            if ours:  # not numba's own helpers, compiled on the way
+                self._current = full
+            stage = _STAGES.get(short, full) if self._depth == 1 else None
+            if stage == self._stage:
+                stage = None  # two kernels of one stage: one line
+            elif stage is not None:
+                self._stage = stage
+        if first:
+            self.report(
+                "compiling the DSP kernels for this machine (once: the machine code is "
+                f"cached in {CACHE_DIR})"
+            )
+        if stage is not None:
+            self.report(f"compiling {stage}")
+
+    def on_end(self, event) -> None:
+        with self._lock:
+            self._depth -= 1
+            self.functions += 1
+
+    def _heartbeat(self) -> None:
+        while not self._done.wait(self.every_s):
+            with self._lock:
+                started, functions, current = self._started, self.functions, self._current
+                busy = self._depth > 0
+            if started is not None and busy:
+                elapsed_s = time.monotonic() - started
+                self.report(f"  {functions} functions compiled in {elapsed_s:.0f} s (in {current})")
+
+    def __enter__(self) -> CompileProgress:
+        register("numba:compile", self)
+        self._thread = threading.Thread(target=self._heartbeat, name="studiod-compile-progress",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        unregister("numba:compile", self)
+        self._done.set()
+        self._thread.join()
+        if self._started is not None:
+            elapsed_s = time.monotonic() - self._started
+            self.report(f"compiled {self.functions} functions in {elapsed_s:.0f} s")

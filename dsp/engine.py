@@ -297,7 +297,7 @@ def _db_to_gain(db):
     return 10.0 ** (db / 20.0)
 
 
-@kernel
+@kernel(inline=True)
 def _drain(s, q_idx, q_val, start, stop):
     """Apply queued changes [start, stop) to the targets and mark their owners dirty."""
     size = q_idx.shape[0]
@@ -315,7 +315,7 @@ def _drain(s, q_idx, q_val, start, stop):
                 s.dirty[OWN_SYSTEM, m] = True
 
 
-@kernel
+@kernel(inline=True)
 def _smooth(s, base, count):
     """Advance parameters [base, base + count) one tick; True when all have arrived."""
     k = s.consts[1]
@@ -394,7 +394,7 @@ def _pan_gains(pan, lanes, lane):
     return 0.0, (1.0 if pan >= 0.0 else math.sqrt(2.0) * math.sin(theta))
 
 
-@kernel
+@kernel(inline=True)
 def _update_channel(s, c, any_solo):
     base = s.ch_base[c]
     cur = s.cur
@@ -470,7 +470,7 @@ def _update_channel(s, c, any_solo):
                 s.ch_send_g[1, lane, f, 1] = level * fader * gr
 
 
-@kernel
+@kernel(inline=True)
 def _update_group(s, g):
     base = s.grp_base[g]
     cur = s.cur
@@ -490,7 +490,7 @@ def _update_group(s, g):
         )
 
 
-@kernel
+@kernel(inline=True)
 def _update_fx(s, f):
     base = s.fx_base[f]
     cur = s.cur
@@ -540,7 +540,7 @@ def _update_fx(s, f):
         )
 
 
-@kernel
+@kernel(inline=True)
 def _update_master(s):
     base = s.bases[0]
     cur = s.cur
@@ -608,7 +608,7 @@ def _update_master(s):
         dither.design_dither(24 if bits == 1 else 16, shaping, s.mst_dither)
 
 
-@kernel
+@kernel(inline=True)
 def _update_monitor(s):
     base = s.bases[1]
     cur = s.cur
@@ -653,7 +653,7 @@ def _premul(m, p, amount):
     )
 
 
-@kernel
+@kernel(inline=True)
 def _update_system(s, m):
     base = s.sys_base[m]
     cur = s.cur
@@ -710,7 +710,7 @@ def _tick(s):
     _dynamics_flags(s)
 
 
-@kernel
+@kernel(inline=True)
 def _dynamics_flags(s):
     """Run the channel gates/compressors only while one is in or still releasing."""
     gate = False
@@ -766,7 +766,7 @@ def _glide(g, i, step):
     g[0, i] = _toward(g[0, i], g[1, i], step)
 
 
-@kernel
+@kernel(inline=True)
 def _channels(s, n0, n1):
     x = s.ch_buf[n0:n1]
     n, lanes = x.shape
@@ -805,7 +805,7 @@ def _settled(g):
     return True
 
 
-@kernel
+@kernel(inline=True)
 def _mix_static(s, x, n0):
     """Sum the lanes into their buses and sends with constant gains (the common case)."""
     n, lanes = x.shape
@@ -830,7 +830,7 @@ def _mix_static(s, x, n0):
                 s.fx_buf[f, n0 + i, 1] += x[i, lane] * sr
 
 
-@kernel
+@kernel(inline=True)
 def _mix_gliding(s, x, n0, a):
     """As _mix_static while gains move: every gain takes its per-sample step."""
     n, lanes = x.shape
@@ -850,7 +850,7 @@ def _mix_gliding(s, x, n0, a):
                     s.fx_buf[f, n0 + i, side] += v * sg[0, lane, f, side]
 
 
-@kernel
+@kernel(inline=True)
 def _groups(s, n0, n1):
     a = s.consts[2]
     n_grp = s.grp_base.shape[0]
@@ -878,7 +878,7 @@ def _groups(s, n0, n1):
                 s.bus_buf[0, n0 + i, side] += buf[i, 2 * g + side] * s.grp_g[0, g]
 
 
-@kernel
+@kernel(inline=True)
 def _fx(s, n0, n1):
     a = s.consts[2]
     for f in range(s.fx_base.shape[0]):
@@ -910,7 +910,7 @@ def _fx(s, n0, n1):
                 s.bus_buf[0, n0 + i, side] += wet[i, side] * s.fx_g[0, f]
 
 
-@kernel
+@kernel(inline=True)
 def _master(s, lp_head, lp_spectra, n0, n1):
     a = s.consts[2]
     x = s.bus_buf[0, n0:n1]
@@ -956,7 +956,7 @@ def _master(s, lp_head, lp_spectra, n0, n1):
                 s.mst_peak[side] = abs(v)
 
 
-@kernel
+@kernel(inline=True)
 def _multiband(s, x, a):
     """The multiband compressor, crossfaded in and out so that its crossover's phase shift
     never switches abruptly; fully out, it costs nothing."""
@@ -984,7 +984,7 @@ def _multiband(s, x, a):
             x[i, side] = dry[i, side] + g[0] * (x[i, side] - dry[i, side])
 
 
-@kernel
+@kernel(inline=True)
 def _monitor(s, inp, n0, n1):
     a = s.consts[2]
     m = s.mon_m
@@ -1008,7 +1008,7 @@ def _finite(v):
     return v if math.isfinite(v) else 0.0
 
 
-@kernel
+@kernel(inline=True)
 def _systems(s, out, n0, n1):
     a = s.consts[2]
     n = n1 - n0
@@ -1074,7 +1074,7 @@ def _systems(s, out, n0, n1):
                 out[n0 + i, col] += buf[i, side]
 
 
-@kernel
+@kernel(inline=True)
 def _forget_system(s, m):
     """A system that fell silent forgets its filter, delay and limiter memories, so that the
     next switch to it starts clean instead of replaying an old tail."""
@@ -1088,7 +1088,7 @@ def _forget_system(s, m):
     s.sys_live[m] = False
 
 
-@kernel
+@kernel(inline=True)
 def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_stop):
     """Process one block: inp float32[n, inputs] -> out float32[n, outputs]."""
     n = inp.shape[0]

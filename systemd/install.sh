@@ -123,9 +123,10 @@ systemctl daemon-reload
 if [ "$WARM" -eq 1 ]; then
     install -d -o studiod -g studiod -m 0750 /var/cache/studiod /var/cache/studiod/numba
     log "compiling the DSP kernels (a few minutes on a Raspberry Pi)"
+    warm_config=()
+    [ -e /etc/studiod/studiod.toml ] && warm_config=(--config /etc/studiod/studiod.toml)
     runuser -u studiod -- env NUMBA_CACHE_DIR=/var/cache/studiod/numba HOME=/var/cache/studiod \
-        "$PREFIX/venv/bin/studiod" demo --seconds 1 --out /var/cache/studiod/warm.wav >/dev/null
-    rm -f /var/cache/studiod/warm.wav
+        "$PREFIX/venv/bin/studiod" warmup "${warm_config[@]}"
 fi
 
 systemctl enable "$UNIT_NAME" >/dev/null

@@ -2,6 +2,7 @@
 changes, state restored, reload (params, bad file, session swap, device change), device
 loss and return, meters, the monitor-source ring, sd_notify, and `studiod run` signals."""
 
+import logging
 import math
 import os
 import signal
@@ -273,6 +274,17 @@ def test_snapshots_through_the_daemon(tmp_path, started):
     assert daemon.hub.get("/ch/2/fader") == -7.0
 
 
+def _received(server: socket.socket) -> list[str]:
+    """Every datagram the sd_notify socket holds."""
+    messages = []
+    server.settimeout(0.2)
+    while True:
+        try:
+            messages.append(server.recv(4096).decode())
+        except TimeoutError:
+            return messages
+
+
 def test_sd_notify(tmp_path, started):
     sock_path = tmp_path / "notify.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -283,13 +295,7 @@ def test_sd_notify(tmp_path, started):
         daemon, _ = started(notifier=Notifier(env))
         daemon.run(0.6)
         daemon.close()
-        messages = []
-        server.settimeout(0.2)
-        while True:
-            try:
-                messages.append(server.recv(4096).decode())
-            except TimeoutError:
-                break
+        messages = _received(server)
     finally:
         server.close()
     lines = [line for m in messages for line in m.split("\n")]
@@ -382,3 +388,34 @@ def test_reference_player_and_loudness_log_hooks(tmp_path, started):
     daemon.attach_reference_player(None)
     daemon.attach_loudness_log_tap(None)
     log.close()
+
+
+def test_a_start_that_compiles_says_so_to_systemd_and_the_log(tmp_path, caplog):
+    """What a first start shows while numba compiles: STATUS= lines and log lines, through
+    the same path as the daemon's prepare (a fresh uncached function stands in for the
+    kernels, which this test process has long compiled)."""
+    import numba
+
+    from studiod.daemon.runtime import _starting
+
+    @numba.njit
+    def fresh(x):
+        return x * 3.0
+
+    sock_path = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(sock_path))
+    studiod_log = logging.getLogger("studiod")  # setup_logging() stops its propagation
+    studiod_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="studiod"):
+            with _starting(Notifier({"NOTIFY_SOCKET": str(sock_path)})):
+                assert fresh(2.0) == 6.0
+        messages = _received(server)
+    finally:
+        studiod_log.removeHandler(caplog.handler)
+        server.close()
+    assert any(m.startswith("STATUS=starting: compiling the DSP kernels") for m in messages)
+    assert any(m.endswith(".fresh") and "STATUS=starting: compiling" in m for m in messages)
+    assert messages[-1].startswith("STATUS=starting: compiled ")
+    assert "compiled " in caplog.text and "functions in" in caplog.text
