@@ -1,16 +1,18 @@
 """A synthesised multitrack session: the embedded demo's programme material.
 
-Eight tracks at 120 BPM in A minor, each gain-staged around -18 dBFS RMS like a tracked
-session: kick, snare, hi-hat, bass, a stereo pad, a lead, and two tracks of room noise so
-that gates have something to do. Deterministic (seeded), so the demo and the tests hear
-the same music.
+Eight tracks at 120 BPM in A minor, gain-staged like a tracked session: the sustained
+tracks around -18 dBFS RMS, the drums by their hits (peaks at -6 dBFS and below, as a
+drum track is recorded: an RMS level over the gaps between hits would push a snare's hits
+past full scale); kick, snare, hi-hat, bass, a stereo pad, a lead, and a track of room
+noise so that a gate has something to do. Deterministic (seeded), so the demo and the
+tests hear the same music. Filtered with the engine's own Butterworth biquads.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.signal as ss
 
+from studiod.dsp.filters import biquad_bank, design_butterworth
 from studiod.dsp.session import STANDARD_SYSTEMS, ChannelSpec, FxSpec, GroupSpec, Session
 
 BPM = 120.0
@@ -49,6 +51,7 @@ DEMO_SETTINGS: dict[str, float | str] = {
     "/ch/3/bus": "drums",
     "/ch/1/eq/1/gain": 3.0,
     "/ch/1/eq/1/freq": 60.0,
+    "/ch/2/fader": 4.0,
     "/ch/2/hpf/on": 1,
     "/ch/2/hpf/freq": 100.0,
     "/ch/2/send/reverb/level": -12.0,
@@ -76,6 +79,11 @@ DEMO_SETTINGS: dict[str, float | str] = {
 }
 
 
+# Each track's level: kick, snare and hat by their peaks; the others by RMS.
+_LEVELS = ((-6.0, "peak"), (-6.0, "peak"), (-6.0, "peak"), (-18.0, "rms"), (-22.0, "rms"),
+           (-22.0, "rms"), (-20.0, "rms"), (-60.0, "rms"))  # fmt: skip
+
+
 def _env(n: int, attack_s: float, decay_s: float, samplerate: int) -> np.ndarray:
     t = np.arange(n) / samplerate
     return np.minimum(t / max(attack_s, 1e-6), 1.0) * np.exp(-t / decay_s)
@@ -87,9 +95,30 @@ def _place(track: np.ndarray, sound: np.ndarray, start: int) -> None:
         track[start:end] += sound[: end - start]
 
 
-def _rms_to(x: np.ndarray, dbfs: float) -> np.ndarray:
-    rms = np.sqrt(np.mean(x**2)) or 1.0
-    return x * (10 ** (dbfs / 20.0) / rms)
+def _level(x: np.ndarray, dbfs: float, measure: str) -> np.ndarray:
+    """``x`` scaled so that its ``measure`` ("rms" or "peak") is ``dbfs``."""
+    now = np.sqrt(np.mean(x**2)) if measure == "rms" else np.max(np.abs(x))
+    return x * (10 ** (dbfs / 20.0) / (now or 1.0))
+
+
+def _saw(phase_cycles: np.ndarray) -> np.ndarray:
+    """A sawtooth rising from -1 to 1 once per cycle."""
+    return 2.0 * np.mod(phase_cycles, 1.0) - 1.0
+
+
+def _butterworth(x, samplerate: int, order: int, low_cut_hz=None, high_cut_hz=None):
+    """``x`` through Butterworth high-pass (``low_cut_hz``) and low-pass (``high_cut_hz``)
+    filters of even ``order``, as float64."""
+    sections = []
+    for highpass, freq_hz in ((True, low_cut_hz), (False, high_cut_hz)):
+        if freq_hz is not None:
+            coefs = np.zeros((order // 2, 5))
+            design_butterworth(highpass, order, float(freq_hz), float(samplerate), coefs)
+            sections.append(coefs)
+    coefs = np.ascontiguousarray(np.concatenate(sections)[:, :, None])  # one lane
+    y = np.array(x, dtype=np.float64).reshape(-1, 1)
+    biquad_bank(y, y, coefs, np.zeros((coefs.shape[0], 2, 1)))
+    return y[:, 0]
 
 
 def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) -> np.ndarray:
@@ -102,18 +131,16 @@ def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) ->
 
     kick = np.sin(2 * np.pi * (45 * t_hit + 60 * (1 - np.exp(-t_hit * 30)) / 30))
     kick *= _env(len(t_hit), 0.001, 0.18, samplerate)
-    snare_noise = ss.sosfilt(ss.butter(2, [180, 8000], "bandpass", fs=samplerate, output="sos"),
-                             rng.standard_normal(len(t_hit)))  # fmt: skip
+    snare_noise = _butterworth(rng.standard_normal(len(t_hit)), samplerate, 2, 180, 8000)
     snare = (0.7 * snare_noise + 0.5 * np.sin(2 * np.pi * 190 * t_hit)) * _env(
         len(t_hit), 0.001, 0.09, samplerate
     )
-    hat_sos = ss.butter(4, 7000, "highpass", fs=samplerate, output="sos")
     for k in range(0, n // beat):
         _place(tracks[0], kick, k * beat)
         if k % 2 == 1:
             _place(tracks[1], snare, k * beat)
     for k in range(0, 2 * n // beat):
-        hat = ss.sosfilt(hat_sos, rng.standard_normal(int(0.08 * samplerate)))
+        hat = _butterworth(rng.standard_normal(int(0.08 * samplerate)), samplerate, 4, 7000)
         _place(tracks[2], hat * _env(len(hat), 0.0005, 0.02 if k % 2 else 0.04, samplerate),
                k * beat // 2)  # fmt: skip
 
@@ -122,13 +149,13 @@ def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) ->
         chord = k % 4
         t_bar = np.arange(bar) / samplerate
         f0 = _BASS_HZ[chord]
-        bass = ss.sawtooth(2 * np.pi * f0 * t_bar) + 0.6 * np.sin(2 * np.pi * f0 * t_bar)
-        bass = ss.sosfilt(ss.butter(2, 400, fs=samplerate, output="sos"), bass)
+        bass = _saw(f0 * t_bar) + 0.6 * np.sin(2 * np.pi * f0 * t_bar)
+        bass = _butterworth(bass, samplerate, 2, high_cut_hz=400)
         gate = (np.arange(bar) % beat) < 0.8 * beat
         _place(tracks[3], bass * gate * _env(bar, 0.005, 4.0, samplerate), k * bar)
         for side, detune in ((4, 0.997), (5, 1.003)):
-            pad = sum(ss.sawtooth(2 * np.pi * f * detune * t_bar) for f in _CHORDS_HZ[chord])
-            pad = ss.sosfilt(ss.butter(2, 2500, fs=samplerate, output="sos"), pad)
+            pad = sum(_saw(f * detune * t_bar) for f in _CHORDS_HZ[chord])
+            pad = _butterworth(pad, samplerate, 2, high_cut_hz=2500)
             _place(tracks[side], pad * _env(bar, 0.25, 6.0, samplerate), k * bar)
         for j in range(8):
             f = _LEAD_HZ[(j + 3 * k) % len(_LEAD_HZ)]
@@ -139,10 +166,9 @@ def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) ->
             )
             _place(tracks[6], lead * _env(len(t_note), 0.01, 0.3, samplerate),
                    k * bar + j * beat // 2)  # fmt: skip
-    tracks[7] = ss.sosfilt(ss.butter(2, 300, fs=samplerate, output="sos"), rng.standard_normal(n))
+    tracks[7] = _butterworth(rng.standard_normal(n), samplerate, 2, high_cut_hz=300)
 
-    levels_dbfs = (-16.0, -20.0, -26.0, -18.0, -22.0, -22.0, -20.0, -60.0)
     out = np.zeros((n, len(TRACKS) + 2), dtype=np.float32)
-    for i, level in enumerate(levels_dbfs):
-        out[:, i] = _rms_to(tracks[i], level)
+    for i, (dbfs, measure) in enumerate(_LEVELS):
+        out[:, i] = _level(tracks[i], dbfs, measure)
     return out

@@ -30,12 +30,13 @@ frequency-domain delay line (FDL) of past input spectra. Every output sample the
 depends only on input already received, any call length works, and the latency is exactly
 that of the FIR.
 
-FFTs: the design functions use ``numpy.fft`` inside numba (the rocket-fft overloads, which
-numba loads through its extension entry point without an import). On the audio thread they
-are not used: even rocket-fft's low-level ``r2c``/``c2r`` into preallocated arrays made 11-12
-heap allocations per call in DUCC0 (counted with an LD_PRELOAD malloc counter, rocket-fft
-0.4.1), so the realtime path has its own allocation-free radix-2 FFT of size 2B
-(:func:`_fft_in_place`, twiddles and bit-reversal tables preallocated in the state).
+FFTs: one radix-2 FFT (:func:`_fft_in_place`) for the design functions and the audio
+thread alike. The audio thread's tables are preallocated in its state, so it allocates
+nothing (DUCC0 behind rocket-fft made 11-12 heap allocations per ``r2c``/``c2r`` call into
+preallocated arrays, counted with an LD_PRELOAD malloc counter, rocket-fft 0.4.1); the design
+functions make theirs (:func:`_fft_tables`). numpy.fft inside numba would need rocket-fft,
+which numba loads through its extension entry point together with scipy.fft, scipy.linalg and
+scipy.special: 40 MB of a daemon's memory for two designs.
 
 Coefficient swaps: the FDL holds input spectra only, so a new ``(head, spectra)`` pair built
 off the audio thread can be swapped in by reference at any block: from the next partition
@@ -104,7 +105,14 @@ def design_linphase_fir(coefs, samplerate, out):
     mag = np.empty(half)
     for k in range(half):
         mag[k] = _cascade_magnitude(coefs, samplerate, k * samplerate / nfft)
-    zero_phase = np.fft.irfft(mag, nfft)
+    # the zero-phase impulse response: the inverse FFT of the real, even spectrum
+    zero_phase = np.empty(nfft, dtype=np.complex128)
+    for k in range(half):
+        zero_phase[k] = mag[k]
+    for k in range(half, nfft):
+        zero_phase[k] = mag[nfft - k]
+    twiddle, bitrev = _fft_tables(nfft)
+    _fft_in_place(zero_phase, twiddle, bitrev, True)
     centre = (taps - 1) // 2
     taper = TUKEY_ALPHA * (taps - 1) / 2.0
     for i in range(taps):
@@ -113,7 +121,7 @@ def design_linphase_fir(coefs, samplerate, out):
         win = 1.0
         if d < taper:
             win = 0.5 * (1.0 - math.cos(math.pi * d / taper))
-        out[i] = zero_phase[(i - centre) % nfft] * win
+        out[i] = zero_phase[(i - centre) % nfft].real / nfft * win
 
 
 @kernel
@@ -130,7 +138,8 @@ def partition_fir(fir, head, spectra):
     for i in range(min(block, taps)):
         for lane in range(lanes):
             head[i, lane] = fir[i, lane]
-    work = np.zeros(2 * block)
+    work = np.zeros(2 * block, dtype=np.complex128)
+    twiddle, bitrev = _fft_tables(2 * block)
     for p in range(spectra.shape[0]):
         start = (p + 1) * block
         for lane in range(lanes):
@@ -138,7 +147,29 @@ def partition_fir(fir, head, spectra):
             for i in range(block):
                 if start + i < taps:
                     work[i] = fir[start + i, lane]
-            spectra[p, :, lane] = np.fft.rfft(work)
+            _fft_in_place(work, twiddle, bitrev, False)
+            for k in range(block + 1):
+                spectra[p, k, lane] = work[k]
+
+
+@kernel
+def _fft_tables(n):
+    """``(twiddle, bitrev)`` for :func:`_fft_in_place` of size ``n`` (a power of two):
+    complex128[n / 2] exp(-2j pi k / n) and int64[n] bit-reversed indices. Allocates."""
+    twiddle = np.empty(n // 2, dtype=np.complex128)
+    for k in range(n // 2):
+        angle = -2.0 * math.pi * k / n
+        twiddle[k] = complex(math.cos(angle), math.sin(angle))
+    bits = 0
+    while (1 << bits) < n:
+        bits += 1
+    bitrev = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        reversed_i = 0
+        for b in range(bits):
+            reversed_i |= ((i >> b) & 1) << (bits - 1 - b)
+        bitrev[i] = reversed_i
+    return twiddle, bitrev
 
 
 @kernel
@@ -146,8 +177,8 @@ def _fft_in_place(buf, twiddle, bitrev, inverse):
     """Unscaled radix-2 DIT FFT of ``buf`` (complex128[N], N a power of two), in place.
 
     twiddle: complex128[N / 2] = exp(-2j pi k / N); bitrev: int64[N] bit-reversed indices
-    (both from :func:`make_linphase_state`). ``inverse`` conjugates the twiddles (no 1/N).
-    Cooley & Tukey 1965; allocates nothing, unlike DUCC0 behind rocket-fft (see module doc).
+    (from :func:`_fft_tables`, or preallocated by :func:`make_linphase_state`). ``inverse``
+    conjugates the twiddles (no 1/N). Cooley & Tukey 1965; allocates nothing.
     At B = 64 this costs ~7 x 64 butterflies per transform, small next to the partition MACs.
     """
     n = buf.shape[0]
