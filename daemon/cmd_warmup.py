@@ -11,6 +11,7 @@ couple of seconds.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import time
@@ -48,7 +49,8 @@ def main(args) -> int:
             print(f"studiod: {exc}", file=sys.stderr)
             return 2
         what = str(args.config)
-    setup_logging("info")
+    setup_logging("warning")  # the start-up's own lines would name the throw-away state
+    logging.getLogger("studiod.compile").setLevel(logging.INFO)
     started = time.monotonic()
     # The daemon's own start-up, on a throw-away state folder: nothing of the real state
     # (parameter values, the loudness log) is read or written.

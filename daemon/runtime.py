@@ -52,6 +52,7 @@ from studiod.dsp.engine import Engine
 from studiod.dsp.registry import ParamError
 
 log = logging.getLogger("studiod")
+compile_log = logging.getLogger("studiod.compile")  # what a first start compiles
 
 CONTROL_HZ = 20.0
 STATUS_LINE_HZ = 4.0
@@ -84,7 +85,7 @@ def _starting(notifier: Notifier):
     threading.Thread(target=_keep_systemd_waiting, args=(notifier, done), daemon=True).start()
 
     def report(text: str) -> None:
-        log.info("%s", text.strip())
+        compile_log.info("%s", text.strip())
         notifier.status(f"starting: {text.strip()}")
 
     try:
