@@ -266,7 +266,8 @@ class AudioCore:
 
     @property
     def audio_thread_id(self) -> int:
-        """The id (gettid) of the thread that ran the latest stream's first block; 0 before."""
+        """The id (gettid) of the thread that ran the latest stream's first block; 0 before,
+        -1 where the C library has no gettid."""
         return int(self.ctl[rt.CTL_TID])
 
     @property

@@ -174,6 +174,43 @@ def call_int(typingctx, fn):
     return sig, codegen
 
 
+# The stack an audio thread's deepest call may use below the callback's frame (a design on a
+# reload: the engine's stages are inlined into few large frames). JACK's threads have 512 KB
+# (jack2 JackPosixThread.h THREAD_STACK); PortAudio's and ours the system's default.
+STACK_TOUCH_BYTES = 128 * 1024
+
+
+@intrinsic
+def touch_stack(typingctx, nbytes):
+    """Write zeros to the ``nbytes`` of stack below the caller's frame, then give them back
+    (llvm.stacksave / a dynamic alloca / llvm.stackrestore). Called on an audio thread's first
+    block: its later deep calls then find their stack pages present, where a first touch would
+    be a page fault on the audio thread (mlockall's MCL_ONFAULT locks a page only when it is
+    first touched). A volatile memset, so that no optimisation removes it."""
+    sig = types.none(types.int64)
+
+    def codegen(context, builder, signature, args):
+        (n,) = args
+        i8p = ir.IntType(8).as_pointer()
+        module = builder.module
+        save = cgutils.get_or_insert_function(module, ir.FunctionType(i8p, []), "llvm.stacksave")
+        restore = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [i8p]), "llvm.stackrestore"
+        )
+        memset = cgutils.get_or_insert_function(
+            module,
+            ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(8), ir.IntType(64), ir.IntType(1)]),
+            "llvm.memset.p0i8.i64",
+        )
+        top = builder.call(save, [])
+        block = builder.alloca(ir.IntType(8), size=n)
+        builder.call(memset, [block, ir.IntType(8)(0), n, ir.IntType(1)(1)])
+        builder.call(restore, [top])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 TIMER_ABSTIME = 1  # <time.h>, Linux
 
 

@@ -42,12 +42,14 @@ from studiod.daemon._unpack import (
     unpack_tap,
 )
 from studiod.daemon.native import (
+    STACK_TOUCH_BYTES,
     address,
     call_get_buffer,
     call_int,
     call_stream_callback,
     clock_ns,
     sleep_until_ns,
+    touch_stack,
 )
 from studiod.daemon.reference import player_fill
 from studiod.daemon.rtstate import (
@@ -265,8 +267,9 @@ def core_block(tab, indata, outdata, frames, flagged):
     ctl = carray(address(tab[H_CTL]), (CTL_SIZE,), np.int64)
     t0 = clock_ns(tab[H_CLOCK], tab[H_CLOCK_ID])
     cpu0 = clock_ns(tab[H_CLOCK], tab[H_CPU_CLOCK_ID])
-    if ctl[CTL_TID] == 0 and tab[H_GETTID] != 0:
-        ctl[CTL_TID] = call_int(tab[H_GETTID])
+    if ctl[CTL_TID] == 0:  # the first block on this thread
+        touch_stack(STACK_TOUCH_BYTES)
+        ctl[CTL_TID] = call_int(tab[H_GETTID]) if tab[H_GETTID] != 0 else -1
     ctl[CTL_IN_BLOCK] = 1
     fence()  # the control side sees IN_BLOCK before this block reads the record indices
     req = ctl[CTL_XRUN_REQ]
