@@ -85,8 +85,8 @@ def _starting(notifier: Notifier):
     threading.Thread(target=_keep_systemd_waiting, args=(notifier, done), daemon=True).start()
 
     def report(text: str) -> None:
-        compile_log.info("%s", text.strip())
-        notifier.status(f"starting: {text.strip()}")
+        compile_log.info("%s", text)
+        notifier.status(f"starting: {text}")
 
     try:
         with CompileProgress(report):

@@ -231,7 +231,8 @@ class CompileProgress(Listener):
                 busy = self._depth > 0
             if started is not None and busy:
                 elapsed_s = time.monotonic() - started
-                self.report(f"  {functions} functions compiled in {elapsed_s:.0f} s (in {current})")
+                where = f" (in {current})" if current else ""
+                self.report(f"{functions} functions compiled in {elapsed_s:.0f} s{where}")
 
     def __enter__(self) -> CompileProgress:
         register("numba:compile", self)

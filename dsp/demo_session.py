@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from studiod.dsp.filters import biquad_bank, design_butterworth
+from studiod.dsp.filters import IIRFilter
 from studiod.dsp.session import STANDARD_SYSTEMS, ChannelSpec, FxSpec, GroupSpec, Session
 
 BPM = 120.0
@@ -106,24 +106,18 @@ def _saw(phase_cycles: np.ndarray) -> np.ndarray:
     return 2.0 * np.mod(phase_cycles, 1.0) - 1.0
 
 
-def _butterworth(x, samplerate: int, order: int, low_cut_hz=None, high_cut_hz=None):
-    """``x`` through Butterworth high-pass (``low_cut_hz``) and low-pass (``high_cut_hz``)
-    filters of even ``order``, as float64."""
-    sections = []
-    for highpass, freq_hz in ((True, low_cut_hz), (False, high_cut_hz)):
-        if freq_hz is not None:
-            coefs = np.zeros((order // 2, 5))
-            design_butterworth(highpass, order, float(freq_hz), float(samplerate), coefs)
-            sections.append(coefs)
-    coefs = np.ascontiguousarray(np.concatenate(sections)[:, :, None])  # one lane
-    y = np.array(x, dtype=np.float64).reshape(-1, 1)
-    biquad_bank(y, y, coefs, np.zeros((coefs.shape[0], 2, 1)))
-    return y[:, 0]
+def _filtered(x: np.ndarray, samplerate: float, *stages: tuple[str, int, float]) -> np.ndarray:
+    """``x`` through Butterworth filters, each ``(kind, order, freq_hz)`` (the engine's own
+    biquads, :class:`~studiod.dsp.filters.IIRFilter`)."""
+    for kind, order, freq_hz in stages:
+        x = IIRFilter.butterworth(kind, order, freq_hz, samplerate).process(x)
+    return x
 
 
 def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) -> np.ndarray:
     """The eight tracks as float32 [frames, 10] (inputs 9-10, the external pair, silent)."""
     rng = np.random.default_rng(seed)
+    fs = float(samplerate)  # one type for the filter design (one compiled specialisation)
     n = int(seconds * samplerate)
     beat = int(60.0 / BPM * samplerate)
     tracks = np.zeros((len(TRACKS), n))
@@ -131,7 +125,8 @@ def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) ->
 
     kick = np.sin(2 * np.pi * (45 * t_hit + 60 * (1 - np.exp(-t_hit * 30)) / 30))
     kick *= _env(len(t_hit), 0.001, 0.18, samplerate)
-    snare_noise = _butterworth(rng.standard_normal(len(t_hit)), samplerate, 2, 180, 8000)
+    snare_noise = _filtered(rng.standard_normal(len(t_hit)), fs, ("highpass", 2, 180.0),
+                            ("lowpass", 2, 8000.0))  # fmt: skip
     snare = (0.7 * snare_noise + 0.5 * np.sin(2 * np.pi * 190 * t_hit)) * _env(
         len(t_hit), 0.001, 0.09, samplerate
     )
@@ -140,7 +135,7 @@ def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) ->
         if k % 2 == 1:
             _place(tracks[1], snare, k * beat)
     for k in range(0, 2 * n // beat):
-        hat = _butterworth(rng.standard_normal(int(0.08 * samplerate)), samplerate, 4, 7000)
+        hat = _filtered(rng.standard_normal(int(0.08 * samplerate)), fs, ("highpass", 4, 7000.0))
         _place(tracks[2], hat * _env(len(hat), 0.0005, 0.02 if k % 2 else 0.04, samplerate),
                k * beat // 2)  # fmt: skip
 
@@ -150,12 +145,12 @@ def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) ->
         t_bar = np.arange(bar) / samplerate
         f0 = _BASS_HZ[chord]
         bass = _saw(f0 * t_bar) + 0.6 * np.sin(2 * np.pi * f0 * t_bar)
-        bass = _butterworth(bass, samplerate, 2, high_cut_hz=400)
+        bass = _filtered(bass, fs, ("lowpass", 2, 400.0))
         gate = (np.arange(bar) % beat) < 0.8 * beat
         _place(tracks[3], bass * gate * _env(bar, 0.005, 4.0, samplerate), k * bar)
         for side, detune in ((4, 0.997), (5, 1.003)):
             pad = sum(_saw(f * detune * t_bar) for f in _CHORDS_HZ[chord])
-            pad = _butterworth(pad, samplerate, 2, high_cut_hz=2500)
+            pad = _filtered(pad, fs, ("lowpass", 2, 2500.0))
             _place(tracks[side], pad * _env(bar, 0.25, 6.0, samplerate), k * bar)
         for j in range(8):
             f = _LEAD_HZ[(j + 3 * k) % len(_LEAD_HZ)]
@@ -166,7 +161,7 @@ def synthesize(seconds: float = 16.0, samplerate: int = 48000, seed: int = 7) ->
             )
             _place(tracks[6], lead * _env(len(t_note), 0.01, 0.3, samplerate),
                    k * bar + j * beat // 2)  # fmt: skip
-    tracks[7] = _butterworth(rng.standard_normal(n), samplerate, 2, high_cut_hz=300)
+    tracks[7] = _filtered(rng.standard_normal(n), fs, ("lowpass", 2, 300.0))
 
     out = np.zeros((n, len(TRACKS) + 2), dtype=np.float32)
     for i, (dbfs, measure) in enumerate(_LEVELS):

@@ -16,6 +16,7 @@ import os
 import select
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -72,6 +73,8 @@ class Playback:
 
     def close(self) -> None:
         """The device goes away: the daemon's next write fails (EPIPE)."""
+        if self._fd < 0:
+            return
         self._stop.set()
         self._thread.join()
         os.close(self._fd)
@@ -123,22 +126,15 @@ def alsa(tmp_path):
     daemon = DaemonProcess(config, env, tmp_path)
     daemon.start()
 
-    class Alsa:
-        pass
-
-    rig = Alsa()
-    rig.daemon, rig.playback, rig.name_device = daemon, playback, name_device
-
     def params(text: str) -> None:
         write_config(text)
         daemon.reload()
         time.sleep(0.2)  # parameter smoothing (20 ms) and the stream's buffering
 
-    rig.params = params
-    yield rig
+    yield SimpleNamespace(daemon=daemon, playback=playback, name_device=name_device,
+                          params=params)  # fmt: skip
     daemon.close()
-    if playback._fd >= 0:
-        playback.close()
+    playback.close()
 
 
 def test_portaudio_on_alsa_plays_the_mix_and_follows_the_controls(alsa):
