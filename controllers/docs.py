@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from studiod.controllers.commands import COMMANDS
 from studiod.controllers.osc import osc_type
 from studiod.dsp.layout import build_layout
 from studiod.dsp.registry import ENUM, FADER, TOGGLE, Param, Registry
@@ -182,6 +183,17 @@ def address_table(registry: Registry, session: Session) -> str:
     return "\n".join(head + rows)
 
 
+def command_table() -> str:
+    """Markdown table of the commands: address, arguments, what it does and answers."""
+    rows = [
+        "| Address | Arguments | What | Answer |",
+        "|---|---|---|---|",
+    ]
+    for c in COMMANDS.values():
+        rows.append(f"| `{c.address}` | {c.usage} | {c.description} | {c.replies or '—'} |")
+    return "\n".join(rows)
+
+
 def osc_api_page() -> str:
     """The whole docs/osc-api.md page."""
     session = default_session()
@@ -195,7 +207,12 @@ def osc_api_page() -> str:
         "The address space of the default 16-channel session (`{n}` a channel, `{group}`, "
         "`{fx}`, `{system}` the\nsession's buses and monitor systems; the "
         "`/monitor/{system}/sim` default is the system's own\nsimulation):\n\n"
-        f"{table}\n"
+        f"{table}\n\n"
+        "## Commands\n\n"
+        "Methods that act rather than hold a value; the answer goes back to the sender on the "
+        "command's\naddress, a refusal as `/error`. A command the running session cannot carry "
+        "out (no reference\nplayer) is refused with the reason.\n\n"
+        f"{command_table()}\n"
     )
 
 

@@ -4,6 +4,10 @@ MIDI surfaces, OSC clients, snapshots, the state file and config reloads all cal
 :meth:`ControlHub.set`. The hub validates through the engine's registry, queues the change
 for the audio thread, and tells every listener (OSC subscribers, MIDI feedback, the state
 saver) what changed and who changed it, so that feedback can skip the sender.
+
+Commands (:mod:`studiod.controllers.commands`: save a scene, load a reference track) go
+through the hub too: the part of the daemon that carries one out binds a handler to its
+address, and every surface calls :meth:`ControlHub.run`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from studiod.controllers.commands import COMMANDS, Command, CommandError, Handler, coerce
 from studiod.dsp.engine import Engine
 from studiod.dsp.registry import Param, ParamError, Registry
 
@@ -45,6 +50,7 @@ class ControlHub:
         # two surfaces flipping the same toggle at once flip it twice, never once
         self._modify = threading.Lock()
         self.version = 0  # increments on every accepted change
+        self._handlers: dict[str, Handler] = {}
 
     @property
     def engine(self) -> Engine:
@@ -86,10 +92,17 @@ class ControlHub:
             index = index % count if wrap else max(0, min(count - 1, index))
             return self.set(address, param.minimum + index, source)
 
-    def toggle(self, address: str, source: object = None) -> Change:
-        """Flip a toggle (any value at or above 0.5 counts as on)."""
+    def toggle(self, address: str, source: object = None, value: object = None) -> Change:
+        """Flip a toggle (any value at or above 0.5 counts as on); with ``value``, flip
+        between that value and the parameter's default (an A/B button on an enum:
+        ``/monitor/source`` between "ref" and "mix")."""
         with self._modify:
-            return self.set(address, 0.0 if self.get(address) >= 0.5 else 1.0, source)
+            if value is None:
+                return self.set(address, 0.0 if self.get(address) >= 0.5 else 1.0, source)
+            param = self.registry[address]
+            number = param.validate(value)
+            chosen = self.get(address) == number
+            return self.set(address, param.default if chosen else number, source)
 
     def apply(self, values: Mapping[str, object], source: object = None) -> list[str]:
         """Set many values (a snapshot, the state file); returns one error line per value
@@ -104,6 +117,38 @@ class ControlHub:
 
     def snapshot(self) -> dict[str, float | str]:
         return self.registry.snapshot()
+
+    def bind(self, address: str, handler: Handler) -> None:
+        """Carry out the command at ``address`` with ``handler(*args)`` (replacing any)."""
+        if address not in COMMANDS:
+            raise KeyError(f"{address} is not a command")
+        with self._lock:
+            self._handlers[address] = handler
+
+    def unbind(self, address: str, handler: Handler) -> None:
+        """Drop ``handler`` (only if it is still the one bound: a newer part keeps its own)."""
+        with self._lock:
+            if self._handlers.get(address) == handler:
+                del self._handlers[address]
+
+    def commands(self) -> list[Command]:
+        """The commands something has bound, in the table's order."""
+        with self._lock:
+            return [c for a, c in COMMANDS.items() if a in self._handlers]
+
+    def run(self, address: str, args: list | tuple = ()) -> tuple | None:
+        """Carry out a command: its reply values, or None. Raises CommandError (bad
+        arguments, nothing bound, or the handler's own refusal) or ParamError/QueueFull
+        from the changes it makes."""
+        command = COMMANDS.get(address)
+        if command is None:
+            raise CommandError(f"{address}: unknown command")
+        values = coerce(command, args)
+        with self._lock:
+            handler = self._handlers.get(address)
+        if handler is None:
+            raise CommandError(f"{address}: not available in this session")
+        return handler(*values)
 
     def subscribe(self, listener: Listener) -> int:
         with self._lock:

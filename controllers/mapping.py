@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from studiod.controllers.commands import COMMANDS
 from studiod.dsp.registry import ENUM, TOGGLE, Param, ParamError
 
 # --- vocabulary ---------------------------------------------------------------------------
@@ -618,7 +619,8 @@ class Intent(NamedTuple):
     """A change for the dispatcher to make through the hub.
 
     kind: "set" (amount is the engine value), "nudge" (normalized delta), "step" (choice or
-    toggle index delta, wrapping for "cycle"), "toggle" (flip).
+    toggle index delta, wrapping for "cycle"), "toggle" (flip; amount: None, or the value
+    to flip to from the default), "command" (amount: the command's arguments).
     """
 
     address: str
@@ -643,7 +645,9 @@ def apply_intent(hub, intent: Intent):
     if kind == "set":
         return hub.set(address, intent.amount, source)
     if kind == "toggle":
-        return hub.toggle(address, source)
+        return hub.toggle(address, source, intent.amount)
+    if kind == "command":
+        return hub.run(address, intent.amount)
     if kind in ("step", "cycle"):
         return hub.step(address, int(intent.amount), source, wrap=kind == "cycle")
     if kind == "nudge":
@@ -760,7 +764,7 @@ class Surface:
                 address = (
                     c.target.format(strip=self.bank_offset + c.strip + 1) if c.banked else c.target
                 )
-                if address not in registry:
+                if address not in registry and address not in COMMANDS:
                     address = None
             resolved.append(address)
             if address is not None:
@@ -870,6 +874,8 @@ class Surface:
             self.stats.ignored += 1
             return []
         source = MidiSource(self.name, chosen)
+        if address in COMMANDS:
+            return self._command(chosen, c, address, raw, source)
         if c.mode == "absolute":
             return self._absolute(chosen, c, address, raw, source)
         if c.mode == "relative":
@@ -889,11 +895,21 @@ class Surface:
             return [Intent(address, "set", 1.0 if pressed else 0.0, source)]
         if not pressed or was:
             return []
-        if c.mode == "toggle":
-            return [Intent(address, "toggle", None, source)]
+        if c.mode == "toggle":  # with a value: between it and the default (an A/B button)
+            return [Intent(address, "toggle", c.value, source)]
         if c.mode == "select":
             return [Intent(address, "set", c.value, source)]
         return [Intent(address, "cycle", c.direction, source)]  # "cycle"
+
+    def _command(self, i: int, c: Control, address: str, raw: int, source) -> list[Intent]:
+        """A button on a command (``/snapshot/recall`` with ``value = "A"``): runs it on
+        the press, with the control's value as its argument (none without one)."""
+        pressed = raw >= 64 if c.kind == "cc" else raw > 0
+        st = self._state[i]
+        was, st.pressed = st.pressed, pressed
+        if not pressed or was:
+            return []
+        return [Intent(address, "command", () if c.value is None else (c.value,), source)]
 
     def _absolute(self, i: int, c: Control, address: str, raw: int, source) -> list[Intent]:
         param: Param = self._registry[address]
@@ -1046,13 +1062,13 @@ class Surface:
     def _feedback_bytes(self, i: int, c: Control) -> tuple[int, ...] | None:
         fb = c.feedback
         address = self._resolved[i]
-        if address is None:
+        if address is None or address in COMMANDS:
             value_on, position = False, 0.0
         else:
             param: Param = self._registry[address]
             value = self.hub.get(address)
             position = param.to_normalized(value)
-            if c.mode == "select":
+            if c.mode == "select" or (c.mode == "toggle" and c.value is not None):
                 try:
                     value_on = param.validate(c.value) == value
                 except ParamError:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import mido
 
+from studiod.controllers.commands import CommandError
 from studiod.controllers.mapping import (
     Intent,
     Profile,
@@ -744,7 +745,7 @@ class MidiManager:
             try:
                 apply_intent(self.hub, intent)
                 applied += 1
-            except ParamError as exc:
+            except (ParamError, CommandError) as exc:
                 self.stats.refused += 1
                 self._say(f"refused {intent.address}", f"MIDI: {exc}")
             except Exception as exc:  # engine.QueueFull: the audio thread is behind

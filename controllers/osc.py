@@ -49,6 +49,10 @@ Protocol messages (not parameters):
     Relative changes, made by the hub from the current value (as MIDI encoders and
     buttons make them): ``delta`` is a fraction of the control's range along its taper
     (``/nudge s /ch/1/fader f 0.05``), ``steps`` moves an enum by choices.
+Commands (``/snapshot/save s name``, ``/player/load s path`` …, the table in
+:mod:`studiod.controllers.commands`)
+    Carried out through the hub; their answer goes back to the sender on the command's
+    address (``/snapshot/list`` answers ``s name ...``).
 ``/error s address, s reason``
     Sent to the sender for anything refused: unknown address, wrong type, out of range, NaN,
     malformed packet, rate limit. Logged once per client per second; never reaches the engine.
@@ -92,6 +96,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import ParseError
 from pythonosc.parsing import osc_types
 
+from studiod.controllers.commands import COMMANDS, CommandError
 from studiod.controllers.hub import Change, ControlHub
 from studiod.controllers.oscpattern import (
     AddressPattern,
@@ -590,6 +595,8 @@ class OscServer:
                 self._answer_meters(peer, address)
         elif address in _RELATIVE:
             self._dispatch_relative(address, args, peer)
+        elif address in COMMANDS:
+            self._dispatch_command(address, args, peer)
         elif is_pattern(address):
             self._dispatch_pattern(address, args, peer, budget)
         else:
@@ -618,6 +625,21 @@ class OscServer:
             self._refuse(peer, verb, str(exc))
         except QueueFull as exc:
             self._refuse(peer, verb, f"engine busy: {exc}")
+
+    def _dispatch_command(self, address: str, args: list, peer: Peer) -> None:
+        """A command (:mod:`studiod.controllers.commands`): carried out on this thread, its
+        reply sent back to the sender."""
+        try:
+            reply = self.hub.run(address, args)
+        except (CommandError, ParamError) as exc:
+            self._refuse(peer, address, str(exc))
+            return
+        except QueueFull as exc:
+            self._refuse(peer, address, f"engine busy: {exc}")
+            return
+        self.stats["applied"] += 1
+        if reply is not None:
+            self._reply(peer, build_message(address, reply))
 
     def _dispatch_param(self, address: str, args: list, peer: Peer) -> None:
         registry = self.hub.registry

@@ -23,10 +23,11 @@ import math
 import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
+from studiod.controllers.commands import Command
 from studiod.controllers.osc import (
     LOUDNESS_KEYS,
     METERS_LOUDNESS,
@@ -126,12 +127,29 @@ def _container(path: str) -> dict:
     return {"FULL_PATH": path, "ACCESS": 0, "CONTENTS": {}}
 
 
+def command_node(command: Command) -> dict:
+    """The OSCQuery node of a command: a method one sends (write-only), its arguments'
+    types (none: no TYPE) and what it does and answers."""
+    node = {
+        "FULL_PATH": command.address,
+        "ACCESS": ACCESS_WRITE,
+        "DESCRIPTION": f"{command.description}; takes {command.usage}"
+        + (f"; answers {command.replies}" if command.replies else ""),
+    }
+    if command.types:
+        node["TYPE"] = command.types
+    return node
+
+
 def build_tree(
-    registry: Registry, meters: Mapping[str, object] | None = None
+    registry: Registry,
+    meters: Mapping[str, object] | None = None,
+    commands: Iterable[Command] = (),
 ) -> tuple[dict, dict[str, dict]]:
     """The whole namespace: (root node, {path: node}) from the registry's current values.
 
-    ``meters`` (a meters-provider mapping) adds the read-only ``/meters/loudness`` method.
+    ``meters`` (a meters-provider mapping) adds the read-only ``/meters/loudness`` method;
+    ``commands`` the commands the daemon carries out (those bound on its hub).
     """
     root = _container("/")
     root["DESCRIPTION"] = "studiod: every parameter of the mix and monitor engine"
@@ -151,6 +169,8 @@ def build_tree(
     for param in registry:
         node = node_at(param.address)
         node.update(method_node(param, float(values[param.index])))
+    for command in commands:
+        node_at(command.address).update(command_node(command))
     if meters is not None:
         node = node_at(METERS_LOUDNESS)
         node.update(
@@ -258,7 +278,7 @@ class OscQueryServer:
                 meters = self.meters_provider()
             except Exception as exc:
                 log.warning("oscquery: meters provider failed: %s", exc)
-        _, index = build_tree(self.hub.registry, meters)
+        _, index = build_tree(self.hub.registry, meters, self.hub.commands())
         node = index.get(path)
         if node is None:
             return 404, None

@@ -24,6 +24,8 @@ SUMMARIES = {
     "run": "run the daemon with a config file",
     "devices": "list audio devices and MIDI ports",
     "warmup": "compile and cache what a config needs (the first start's minutes, ahead of time)",
+    "snapshot": "save, recall, delete or list the scenes of the running daemon",
+    "player": "load, A/B, seek or loop the reference track of the running daemon",
 }
 COMMANDS = tuple(SUMMARIES)
 

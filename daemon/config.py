@@ -155,12 +155,13 @@ class AlertsConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """[reference]: the reference-track player in the audio callback. track: a file loaded
-    at start (None: none yet); it plays into the session's external monitor inputs while
-    ``/monitor/source`` is "ext", loudness-matched to the mix, and pauses on "mix"."""
+    """[reference]: the reference-track player in the audio callback. tracks: the
+    references of the session (``/player/track N`` loads the N-th), the first loaded at
+    start; it plays into the session's external monitor inputs while ``/monitor/source`` is
+    "ref", loudness-matched to the mix, and pauses on "mix"."""
 
     enabled: bool = True
-    track: Path | None = None
+    tracks: tuple[Path, ...] = ()
     loop: bool = True
 
 
@@ -649,18 +650,25 @@ def _alerts(table: Mapping, where: str) -> AlertsConfig:
 
 
 def _reference(table: Mapping, base: Path, where: str) -> ReferenceConfig:
-    _check_keys(table, ("enabled", "track", "loop"), where, "reference")
+    _check_keys(table, ("enabled", "track", "tracks", "loop"), where, "reference")
     flags = {}
     for key in ("enabled", "loop"):
         flags[key] = table.get(key, True)
         if not isinstance(flags[key], bool):
             raise ConfigError(f"{where}: [reference] {key}: must be true or false")
-    raw = _str(table, "track", where, "reference", None)
-    track = None
-    if raw is not None:
-        track = Path(os.path.expanduser(raw))
-        track = track if track.is_absolute() else base / track
-    return ReferenceConfig(enabled=flags["enabled"], track=track, loop=flags["loop"])
+    if "track" in table and "tracks" in table:
+        raise ConfigError(f"{where}: [reference]: give track (one) or tracks (a list), not both")
+    if "track" in table:
+        raw = [_str(table, "track", where, "reference", None)]
+    else:
+        raw = table.get("tracks", [])
+        if not isinstance(raw, list) or not all(isinstance(t, str) and t for t in raw):
+            raise ConfigError(f"{where}: [reference] tracks: must be a list of file paths")
+    tracks = []
+    for text in raw:
+        path = Path(os.path.expanduser(text))
+        tracks.append(path if path.is_absolute() else base / path)
+    return ReferenceConfig(enabled=flags["enabled"], tracks=tuple(tracks), loop=flags["loop"])
 
 
 def _freeze(value):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
+from studiod.controllers.commands import CommandError
 from studiod.controllers.hub import ControlHub
 from studiod.daemon.components import Component, Plan
 from studiod.daemon.device import max_frames, prime
@@ -63,6 +64,8 @@ class StateComponent(Component):
 
     def prepare(self) -> None:
         cfg = self.host.config
+        for address, handler in self._commands().items():
+            self.host.hub.bind(address, handler)
         store = StateStore(cfg.state.dir)
         store.remove_stale_temp_files()
         self.keeper = self._keeper(cfg, store)
@@ -86,6 +89,33 @@ class StateComponent(Component):
     def stop(self) -> None:
         if self.keeper is not None:
             self.keeper.close()
+        for address, handler in self._commands().items():
+            self.host.hub.unbind(address, handler)
+
+    def _commands(self) -> dict:
+        return {
+            "/snapshot/save": self._save,
+            "/snapshot/recall": self._recall,
+            "/snapshot/delete": self._delete,
+            "/snapshot/list": self._list,
+        }
+
+    # The scene commands (OSC, MIDI buttons, the CLI), on the daemon's snapshot methods.
+    def _save(self, name: str) -> tuple:
+        _refusing(self.host.save_snapshot, name)
+        return (name,)
+
+    def _recall(self, name: str) -> tuple:
+        return (name, len(_refusing(self.host.recall_snapshot, name)))
+
+    def _delete(self, name: str) -> tuple:
+        if not _refusing(self.host.delete_snapshot, name):
+            raise CommandError(f"no snapshot named {name!r}")
+        log.info("snapshot %r deleted", name)
+        return (name,)
+
+    def _list(self) -> tuple:
+        return tuple(self.host.list_snapshots())
 
     def apply(self, plan: Plan) -> str | None:
         old, new = plan.old, plan.new
@@ -141,3 +171,12 @@ class StateComponent(Component):
                 continue
             for line in self.apply_values({address: value}, "config"):
                 log.error("config [params] %s", line)
+
+
+def _refusing(call, *args):
+    """``call(*args)``; a bad scene name (StateError) or a failed read or write refuses the
+    command with its reason."""
+    try:
+        return call(*args)
+    except OSError as exc:
+        raise CommandError(str(exc)) from None

@@ -1,11 +1,12 @@
 """The reference-track player: a commercial track to A/B against the mix at matched loudness.
 
 Audio thread. ``player_fill(inp, frames, columns, player.state)`` crossfades the player into
-two columns of the engine's input block, before ``engine.process``: with the monitor
-source on "ext" (the engine's external input, ``session.ext_inputs``) the monitor section
-plays the reference, on "mix" the mix; the engine's own smoothing makes the switch
-click-free. While the player is silent the columns are left untouched (a hardware source on
-those inputs still works); starting, stopping, seeking and loading fade (``fade_ms``, a
+two columns of the engine's input block, before ``engine.process``: the engine's external
+input (``session.ext_inputs``), which the monitor section plays on the source "ref" (and on
+"ext", the hardware on those inputs, while the player is silent); the engine's own
+smoothing makes the switch click-free. A loop region (``set_loop``) repeats a passage.
+While the player is silent the columns are left untouched (a hardware source on those
+inputs still works); starting, stopping, seeking and loading fade (``fade_ms``, a
 one-pole, i.e. about 5 time constants to silence), and the matched gain moves smoothly
 (``gain_smooth_ms``). The kernel allocates nothing and releases the GIL; loading a file
 builds a new :class:`PlayerState` off the audio thread and swaps it in by reference.
@@ -48,7 +49,10 @@ C_SEEK_FRAME = 3  # where the last seek request goes
 C_SEEK_SEQ = 4  # seek requests made
 C_FADE_COEF = 5  # one-pole coefficient of the play/stop fade
 C_GAIN_COEF = 6  # one-pole coefficient of the gain smoothing
-CTRL_SIZE = 7
+C_LOOP_START = 7  # the loop's first frame
+C_LOOP_END = 8  # the frame after the loop's last (0: the end of the track)
+C_LOOP_XFADE = 9  # frames of the crossfade from the loop's end into its start
+CTRL_SIZE = 10
 # live values (written by the audio thread only)
 L_FADE = 0  # current fade, 0..1
 L_GAIN = 1  # current gain, linear
@@ -57,6 +61,7 @@ L_ENDED = 3  # 1: reached the end without loop
 LIVE_SIZE = 4
 
 _SNAP = 1e-6  # a fade this close to its target is at it (exact 0 leaves the input untouched)
+LOOP_XFADE_MS = 10.0  # long enough to hide the seam, short enough not to smear a downbeat
 
 
 class PlayerState(NamedTuple):
@@ -86,6 +91,15 @@ def player_fill(x, frames, columns, st):
     a_fade = ctrl[C_FADE_COEF]
     a_gain = ctrl[C_GAIN_COEF]
     loop = ctrl[C_LOOP] > 0.5
+    loop_start = int(ctrl[C_LOOP_START])
+    loop_end = int(ctrl[C_LOOP_END])
+    if loop_end <= loop_start or loop_end > n:
+        loop_end = n
+    stop = loop_end if loop else n
+    # The loop's last ``xfade`` frames fade into its first ones (equal gain: a sum of the two
+    # never exceeds the track's own peak, which the matched gain is limited by), and the
+    # wrap goes on after them: the seam is a crossfade, never a step.
+    xfade = min(int(ctrl[C_LOOP_XFADE]), (loop_end - loop_start) // 2) if loop else 0
     pos = st.pos[0]
     seek_pending = ctrl[C_SEEK_SEQ] != live[L_SEEK_DONE]
     if fade == 0.0 and seek_pending:  # silent: seek at once
@@ -109,10 +123,17 @@ def player_fill(x, frames, columns, st):
         if pos < n:
             left = audio[pos, 0]
             right = audio[pos, 1]
+            into = pos - (stop - xfade)
+            if 0 <= into < xfade:
+                w = (into + 1.0) / (xfade + 1.0)
+                left += w * (audio[loop_start + into, 0] - left)
+                right += w * (audio[loop_start + into, 1] - right)
             pos += 1
-            if pos >= n:
+            if loop and pos == stop:
+                pos = loop_start + xfade
+            elif pos >= n:  # the end (looping: past a loop set behind, a seek on its way)
                 if loop:
-                    pos = 0
+                    pos = loop_start
                 else:
                     live[L_ENDED] = 1.0
                     target = 0.0
@@ -235,6 +256,7 @@ class ReferencePlayer:
         ctrl[C_GAIN] = 1.0
         ctrl[C_FADE_COEF] = _one_pole(self.fade_ms, self.samplerate)
         ctrl[C_GAIN_COEF] = _one_pole(self.gain_smooth_ms, self.samplerate)
+        ctrl[C_LOOP_XFADE] = round(LOOP_XFADE_MS * 1e-3 * self.samplerate)
         live = np.zeros(LIVE_SIZE)
         live[L_GAIN] = 1.0
         return PlayerState(audio, np.zeros(1, dtype=np.int64), ctrl, live)
@@ -254,7 +276,7 @@ class ReferencePlayer:
             deadline = time.monotonic() + wait_s
             while old.live[L_FADE] > 0.0 and time.monotonic() < deadline:
                 time.sleep(0.002)
-            state.ctrl[C_LOOP] = old.ctrl[C_LOOP]
+            state.ctrl[C_LOOP] = old.ctrl[C_LOOP]  # a new track loops whole
             state.ctrl[C_GAIN] = old.ctrl[C_GAIN]
             state.live[L_GAIN] = old.ctrl[C_GAIN]
             state.ctrl[C_PLAY] = 1.0 if was_playing else 0.0
@@ -292,6 +314,28 @@ class ReferencePlayer:
     def loop(self, on: bool) -> None:
         self.state.ctrl[C_LOOP] = 1.0 if on else 0.0
 
+    def set_loop(self, start_s: float, end_s: float) -> tuple[float, float]:
+        """Loop between ``start_s`` and ``end_s`` (0, 0: the whole track; an end past the
+        track's is its end) and turn looping on; returns the region in seconds."""
+        for v in (start_s, end_s):
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"loop points must be numbers of seconds >= 0, got {v!r}")
+        n = len(self.state.audio)
+        start = min(round(start_s * self.samplerate), n)
+        end = min(round(end_s * self.samplerate), n)
+        if end_s == 0.0:
+            start, end = (0, 0) if start_s == 0.0 else (start, n)
+        elif end <= start:
+            raise ValueError(f"the loop must end after it starts ({start_s:g} s, {end_s:g} s)")
+        st = self.state
+        outside = not start <= st.pos[0] < (end or n)
+        st.ctrl[C_LOOP_START] = start
+        st.ctrl[C_LOOP_END] = end
+        st.ctrl[C_LOOP] = 1.0
+        if outside:  # into the loop as a seek does: fade out, jump, fade in
+            self.seek(start / self.samplerate)
+        return start / self.samplerate, (end or n) / self.samplerate
+
     @property
     def playing(self) -> bool:
         st = self.state
@@ -308,12 +352,12 @@ class ReferencePlayer:
     # -- A/B and loudness matching ---------------------------------------------------------
     def ab(self, on: bool) -> None:
         """Listen to the reference (True) or the mix (False): switches the monitor source
-        through ``set_source`` ("ext" / "mix") and starts the player when needed."""
+        through ``set_source`` ("ref" / "mix") and starts the player when needed."""
         self.ab_on = bool(on)
         if on and not self.playing and len(self.state.audio):
             self.play()
         if self.set_source is not None:
-            self.set_source("ext" if on else "mix")
+            self.set_source("ref" if on else "mix")
 
     def set_gain_db(self, gain_db: float) -> None:
         """Manual gain (turns automatic matching off)."""

@@ -143,8 +143,10 @@ class _Hooks:
         return path
 
     def recall_snapshot(self, name: str) -> list[str]:
-        """Apply snapshot ``name``; returns the values the current session refused."""
-        errors = self.keeper.recall_snapshot(name)
+        """Apply snapshot ``name``, crossfaded over ``/snapshot/fade`` ms; returns the
+        values the current session refused."""
+        fade_s = self.hub.get("/snapshot/fade") / 1000.0
+        errors = self.keeper.recall_snapshot(name, fade_s)
         log.info("snapshot %r recalled%s", name, f" ({len(errors)} refused)" if errors else "")
         for line in errors:
             log.warning("snapshot %r: %s", name, line)

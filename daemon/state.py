@@ -21,9 +21,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from studiod.controllers.atomic import atomic_write
+from studiod.dsp.registry import ENUM, TOGGLE, Param, ParamError
 
 log = logging.getLogger("studiod.state")
 
@@ -33,8 +35,10 @@ PARAMS_FILE = "params.json"
 SNAPSHOT_DIR = "snapshots"
 _SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,63}$")
 # Snapshots are scenes of the mix: recalling one must not change what the speakers do
-# (level, dim, system), so the monitor section is left out unless asked for.
+# (level, dim, system), so the monitor section is left out unless asked for; nor the
+# reference player's transport or the scene fade itself, which are not part of a mix.
 MONITOR_PREFIX = "/monitor/"
+NOT_A_SCENE = ("/player/", "/snapshot/")
 
 
 class StateError(OSError):
@@ -152,6 +156,16 @@ class StateStore:
         return True
 
 
+@dataclass
+class _SceneFade:
+    """A scene recall in progress: (param, start and end positions 0..1, end value)."""
+
+    source: str
+    started: float
+    duration_s: float
+    moves: list[tuple[Param, float, float, float]] = field(default_factory=list)
+
+
 class StateKeeper:
     """Saves every parameter value, debounced, and restores them.
 
@@ -182,6 +196,7 @@ class StateKeeper:
         self.saves = 0
         self.last_error: str | None = None
         self._token = hub.subscribe(self._on_change)
+        self._fade: _SceneFade | None = None
 
     def _on_change(self, change) -> None:
         if change.source == "state":
@@ -206,7 +221,10 @@ class StateKeeper:
         return len(known) - len(errors), errors
 
     def service(self) -> bool:
-        """Save if the debounce has run out; True when a file was written."""
+        """Move a scene fade on, and save if the debounce has run out; True when a file
+        was written."""
+        if self._fade is not None:
+            self._fade_step()
         first = self._first_change
         if first is None:
             return False
@@ -240,15 +258,63 @@ class StateKeeper:
 
     # -- snapshots ------------------------------------------------------------------------
     def save_snapshot(self, name: str, include_monitor: bool = False) -> Path:
-        values = self.hub.snapshot()
-        if not include_monitor:
-            values = {a: v for a, v in values.items() if not a.startswith(MONITOR_PREFIX)}
+        skip = NOT_A_SCENE if include_monitor else (*NOT_A_SCENE, MONITOR_PREFIX)
+        values = {a: v for a, v in self.hub.snapshot().items() if not a.startswith(skip)}
         with self._lock:
             return self.store.save_snapshot(name, values)
 
-    def recall_snapshot(self, name: str) -> list[str]:
+    def recall_snapshot(self, name: str, fade_s: float = 0.0) -> list[str]:
         """Apply a snapshot through the hub (source ``"snapshot:<name>"``); returns refusals.
-        Values for addresses this session does not have are skipped."""
+        Values for addresses this session does not have are skipped.
+
+        With ``fade_s`` > 0 the continuous values (levels, frequencies, times) travel from
+        where they are to the scene's along their controls' tapers over ``fade_s``, a step
+        every :meth:`service` call, as a console's scene crossfade moves its faders;
+        switches and choices change at once. Without, every value changes at once (the
+        engine smooths each change, so a recall is click-free either way). A recall stops
+        a fade still running."""
         values = self.store.load_snapshot(name)
-        known = {a: v for a, v in values.items() if a in self.hub.registry}
-        return self._apply(known, f"snapshot:{name}")
+        source = f"snapshot:{name}"
+        self._fade = None
+        if fade_s <= 0.0:
+            known = {a: v for a, v in values.items() if a in self.hub.registry}
+            return self._apply(known, source)
+        fade = _SceneFade(source, self._clock(), fade_s)
+        at_once, errors = {}, []
+        for address, value in values.items():
+            if address not in self.hub.registry:
+                continue
+            param = self.hub.registry[address]
+            try:
+                number = param.validate(value)
+            except ParamError as exc:
+                errors.append(str(exc))
+                continue
+            if param.kind in (ENUM, TOGGLE):
+                at_once[address] = number
+            else:
+                start = param.to_normalized(self.hub.get(address))
+                fade.moves.append((param, start, param.to_normalized(number), number))
+        errors += self._apply(at_once, source)
+        self._fade = fade
+        self._fade_step()
+        return errors
+
+    def _fade_step(self) -> None:
+        fade = self._fade
+        progress = min(1.0, (self._clock() - fade.started) / fade.duration_s)
+        values = {
+            param.address: (
+                end_value if progress >= 1.0
+                else param.from_normalized(start + (end - start) * progress)
+            )
+            for param, start, end, end_value in fade.moves
+        }  # fmt: skip
+        if progress >= 1.0:
+            self._fade = None
+        for line in self._apply(values, fade.source):
+            log.warning("%s: %s", fade.source, line)
+
+    @property
+    def fading(self) -> bool:
+        return self._fade is not None

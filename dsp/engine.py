@@ -612,7 +612,8 @@ def _update_master(s):
 def _update_monitor(s):
     base = s.bases[1]
     cur = s.cur
-    s.mon_src_g[1] = cur[base + MON_SOURCE] if s.ext_in[0] >= 0 else 0.0
+    # "ext" and "ref" both listen to the external inputs: the reference player plays into them
+    s.mon_src_g[1] = min(cur[base + MON_SOURCE], 1.0) if s.ext_in[0] >= 0 else 0.0
     # The monitor controls are one 2x2 matrix on (L, R), rows are outputs, built in signal
     # order: polarity, one-side solo, side, mono, swap; smoothed toggles blend each step
     # with identity, so every switch is a short crossfade.
@@ -1245,8 +1246,7 @@ def _stack(states: list[tuple], template: tuple) -> tuple:
 
 
 def _owners(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Owner kind and id of every slot, and (first slot, count) of every strip."""
-    reg = layout.registry
+    """Owner kind and id of every engine slot, and (first slot, count) of every strip."""
     starts = [
         (OWN_CHANNEL, layout.ch_base),
         (OWN_GROUP, layout.grp_base),
@@ -1257,11 +1257,11 @@ def _owners(layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ]
     flat = sorted((int(b), kind, i) for kind, bases in starts for i, b in enumerate(bases))
     width = max(1, max(len(b) for _, b in starts))
-    kinds = np.zeros(len(reg), dtype=np.int64)
-    ids = np.zeros(len(reg), dtype=np.int64)
+    kinds = np.zeros(layout.control_base, dtype=np.int64)
+    ids = np.zeros(layout.control_base, dtype=np.int64)
     blocks = np.zeros((6, width, 2), dtype=np.int64)
     for j, (base, kind, i) in enumerate(flat):
-        end = flat[j + 1][0] if j + 1 < len(flat) else len(reg)
+        end = flat[j + 1][0] if j + 1 < len(flat) else layout.control_base
         kinds[base:end] = kind
         ids[base:end] = i
         blocks[kind, i] = (base, end - base)
@@ -1297,8 +1297,8 @@ class Engine:
         self._lp_dirty = False
         # design everything once from the defaults
         self.state.dirty[:] = self.state.blocks[:, :, 1] > 0
-        self.state.tgt[:] = self.registry.values
-        self.state.cur[:] = self.registry.values
+        self.state.tgt[:] = self.registry.values[: self.layout.control_base]
+        self.state.cur[:] = self.registry.values[: self.layout.control_base]
         _tick(self.state)
         for g in (
             self.state.ch_in_g,
@@ -1391,11 +1391,13 @@ class Engine:
         safety = (*lim.make_safety_state(2, SAFETY_LOOKAHEAD_MS, fs), np.zeros(1, np.int64))
         safety = _stack([safety] * n_sys, safety)
         ext = [i - 1 for i in session.ext_inputs] or [-1, -1]
+        engine_params = list(reg)[: layout.control_base]
         return EngineState(
-            tgt=np.zeros(len(reg)),
-            cur=np.zeros(len(reg)),
+            tgt=np.zeros(len(engine_params)),
+            cur=np.zeros(len(engine_params)),
             continuous=np.array(
-                [_tick_smoothed(p, {m.name for m in session.systems}) for p in reg], np.bool_
+                [_tick_smoothed(p, {m.name for m in session.systems}) for p in engine_params],
+                np.bool_,
             ),
             owner_kind=kinds,
             owner_id=ids,
@@ -1507,13 +1509,18 @@ class Engine:
 
     # -- control side -------------------------------------------------------------------
     def set(self, address: str, value: object) -> tuple[Param, float]:
-        """Validate ``value`` for ``address`` and queue it for the audio thread.
+        """Validate ``value`` for ``address`` and queue it for the audio thread (a
+        control-side parameter, which the audio thread never reads, is only stored).
 
         Raises ParamError for a bad address or value, QueueFull when the audio thread has
         fallen behind by QUEUE_SIZE changes; never blocks on the audio thread.
         """
         param = self.registry[address]
         number = param.validate(value)
+        if param.index >= self.layout.control_base:  # the audio thread never reads it
+            with self._lock:
+                self.registry.values[param.index] = number
+            return param, number
         with self._lock:
             head = int(self._q_ctl[Q_HEAD])
             if head - self._q_ctl[Q_TAIL] >= QUEUE_SIZE:

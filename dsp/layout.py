@@ -267,7 +267,12 @@ MST_DITHER_SHAPE = MST["dither/shape"]
 
 # --- monitor section ------------------------------------------------------------------------
 MONITOR = (
-    _enum("source", ("mix", "ext"), "mix", "what is monitored: the mix or the external input"),
+    _enum(
+        "source",
+        ("mix", "ext", "ref"),
+        "mix",
+        "what is monitored: the mix, the external input or the reference player",
+    ),
     _fader("level", 0.0, "monitor level", top_db=12.0),
     _toggle("dim", False, "dim"),
     _T("dim/level", "dB", -40.0, 0.0, -20.0, description="attenuation when dimmed"),
@@ -312,6 +317,20 @@ SYS_SIM = SYS["sim"]
 SYS_LIMIT = SYS["limit"]
 
 
+# --- control side -----------------------------------------------------------------------------
+# Parameters the audio thread never reads: they come after every engine slot (the engine
+# stores them and queues nothing). The reference player's transport exists only in a session
+# with external monitor inputs (where the player plays).
+PLAYER = (
+    _toggle("play", False, "the reference player's transport (hear it: /monitor/source ref)"),
+    _toggle("match", True, "match the reference's loudness to the mix's"),
+)
+SCENES = (
+    _T("fade", "ms", 0.0, 10000.0, 0.0,
+       description="scene recall crossfade (0: at once, smoothed like any change)"),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where each strip's block starts in the flat value array, for one session."""
@@ -325,6 +344,7 @@ class Layout:
     master_base: int
     monitor_base: int
     sys_base: np.ndarray  # int64[systems]
+    control_base: int  # the first control-side slot (the audio thread reads those before it)
 
 
 def build_layout(session: Session) -> Layout:
@@ -379,6 +399,10 @@ def build_layout(session: Session) -> Layout:
             for t in SYSTEM
         )
         sys_base.append(add(f"/monitor/{m.name}", templates))
+    control_base = len(params)
+    if session.ext_inputs:
+        add("/player", PLAYER)
+    add("/snapshot", SCENES)
     return Layout(
         session=session,
         registry=Registry(params),
@@ -389,4 +413,5 @@ def build_layout(session: Session) -> Layout:
         master_base=master_base,
         monitor_base=monitor_base,
         sys_base=np.array(sys_base, dtype=np.int64),
+        control_base=control_base,
     )

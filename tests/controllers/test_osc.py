@@ -468,3 +468,22 @@ def test_config_validation():
         OscConfig.from_mapping({"allow": ["192.168.1.300/24"]})
     with pytest.raises(ValueError, match=r"osc\.rate_limit_hz"):
         OscConfig(rate_limit_hz=float("nan"))
+
+
+def test_osc_commands_answer_the_sender_and_refuse_with_error(osc):
+    _, hub, _, client = osc
+    saved = {}
+    hub.bind("/snapshot/save", lambda name: saved.setdefault(name, True) and (name,))
+    hub.bind("/snapshot/list", lambda: tuple(saved))
+    c = client()
+    c.send("/snapshot/save", "verse 1")
+    assert c.recv_until("/snapshot/save").params == ["verse 1"]
+    c.send("/snapshot/list")
+    assert c.recv_until("/snapshot/list").params == ["verse 1"]
+    c.send("/snapshot/save", 3.0)
+    assert c.recv_until("/error").params == ["/snapshot/save", "/snapshot/save: takes s name"]
+    c.send("/player/load", "/x.wav")  # nothing bound: this session has no player
+    assert c.recv_until("/error").params == [
+        "/player/load", "/player/load: not available in this session"
+    ]  # fmt: skip
+    assert saved == {"verse 1": True}

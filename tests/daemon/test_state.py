@@ -202,3 +202,43 @@ def test_snapshots(tmp_path):
             keeper.save_snapshot(bad)
     assert keeper.store.delete_snapshot("chorus") and not keeper.store.delete_snapshot("chorus")
     assert keeper.store.list_snapshots() == ["verse 1"]
+
+
+def test_a_scene_recall_crossfades_along_the_controls_tapers(tmp_path):
+    """With a fade, levels and frequencies travel from where they are to the scene's along
+    their controls (the fader law, the log frequency taper), one step per service call;
+    switches change at once; the end values are the scene's exactly."""
+    from tests.controllers.test_mapping import make_hub
+
+    hub, clock = make_hub(), Clock()
+    keeper = StateKeeper(hub, StateStore(tmp_path), clock=clock)
+    scene = {"/ch/1/fader": -6.0, "/ch/1/eq/2/freq": 2000.0, "/ch/1/mute": 0.0}
+    for address, value in scene.items():
+        hub.set(address, value)
+    hub.set("/snapshot/fade", 500.0)
+    hub.set("/player/play", 1)
+    keeper.save_snapshot("A")
+    saved = json.loads((tmp_path / "snapshots" / "A.json").read_text())["values"]
+    # a scene is the mix: not the reference player's transport, not the fade itself
+    assert "/ch/1/fader" in saved and "/player/play" not in saved
+    assert "/snapshot/fade" not in saved
+    moved = {"/ch/1/fader": -30.0, "/ch/1/eq/2/freq": 200.0, "/ch/1/mute": 1.0}
+    for address, value in moved.items():
+        hub.set(address, value)
+    assert keeper.recall_snapshot("A", fade_s=0.5) == []
+    assert hub.get("/ch/1/mute") == 0.0  # at once
+    assert hub.get("/ch/1/fader") == -30.0 and keeper.fading  # from where it was
+    clock.t += 0.25
+    keeper.service()
+    fader = hub.registry["/ch/1/fader"]
+    halfway = (fader.to_normalized(-30.0) + fader.to_normalized(-6.0)) / 2
+    assert fader.to_normalized(hub.get("/ch/1/fader")) == pytest.approx(halfway)
+    assert hub.get("/ch/1/eq/2/freq") == pytest.approx((200.0 * 2000.0) ** 0.5)  # log taper
+    clock.t += 0.3
+    keeper.service()
+    assert {a: hub.get(a) for a in scene} == scene and not keeper.fading
+    # a recall without a fade is immediate (the engine smooths each change)
+    for address, value in moved.items():
+        hub.set(address, value)
+    keeper.recall_snapshot("A")
+    assert {a: hub.get(a) for a in scene} == scene and not keeper.fading

@@ -64,26 +64,23 @@ def programme(seconds: float = 2.0) -> np.ndarray:
     return np.column_stack([A1 * np.sin(2 * np.pi * F1 * t), A2 * np.sin(2 * np.pi * F2 * t)])
 
 
-def amplitude(x: np.ndarray, freq_hz: float, chunk_s: float = 0.04) -> float:
-    """Peak amplitude of the ``freq_hz`` component: a least-squares fit of both test tones
+def amplitudes(x: np.ndarray, freqs_hz: tuple[float, ...], chunk_s: float = 0.04) -> np.ndarray:
+    """Peak amplitude of each ``freqs_hz`` component: a least-squares fit of those sines
     (and DC) in 40 ms chunks, median over the chunks. Independent of phase, and a JACK xrun
     (a skipped or repeated period shifts the phase) spoils only the chunk it falls in."""
     n = int(chunk_s * FS)
     t = np.arange(n) / FS
-    basis = np.column_stack(
-        [np.ones(n)]
-        + [
-            f(2 * np.pi * f0 * t)
-            for f0 in (freq_hz, *{F1, F2} - {freq_hz})
-            for f in (np.sin, np.cos)
-        ]
-    )
-    x = x.astype(np.float64)
-    fits = []
-    for start in range(0, len(x) - n + 1, n):
-        coef, *_ = np.linalg.lstsq(basis, x[start : start + n], rcond=None)
-        fits.append(np.hypot(coef[1], coef[2]))
-    return float(np.median(fits))
+    basis = [np.ones(n)]
+    for f0 in freqs_hz:
+        basis += [np.sin(2 * np.pi * f0 * t), np.cos(2 * np.pi * f0 * t)]
+    chunks = x[: len(x) // n * n].astype(np.float64).reshape(-1, n).T
+    coefs, *_ = np.linalg.lstsq(np.column_stack(basis), chunks, rcond=None)
+    return np.median(np.hypot(coefs[1::2], coefs[2::2]), axis=1)
+
+
+def amplitude(x: np.ndarray, freq_hz: float, chunk_s: float = 0.04) -> float:
+    """Peak amplitude of the ``freq_hz`` component, fitted with both test tones."""
+    return float(amplitudes(x, (freq_hz, *({F1, F2} - {freq_hz})), chunk_s)[0])
 
 
 def db(x: float) -> float:
