@@ -15,8 +15,8 @@ from studiod.dsp.linphase import LinphaseState
 from studiod.dsp.loudness import LoudnessState
 from studiod.dsp.loudtap import TapState
 
-SLOT_FINGERPRINT = "41d95c0677cc3258"
-SLOT_WIDTH = 496
+SLOT_FINGERPRINT = "37f8457aa03e34bd"
+SLOT_WIDTH = 509
 SHARED_FINGERPRINT = "1459f79c3f69a77a"
 SHARED_WIDTH = 31
 METER_FINGERPRINT = "78b4dbf87cabdc33"
@@ -742,21 +742,19 @@ def _EngineState(tab, base):
             ),
             np.float64,
         ),
+        carray(address(tab[base + 369]), (tab[base + 370],), np.int64),
         carray(
-            address(tab[base + 369]),
+            address(tab[base + 371]),
             (
-                tab[base + 370],
-                tab[base + 371],
                 tab[base + 372],
                 tab[base + 373],
             ),
             np.float64,
         ),
+        carray(address(tab[base + 374]), (tab[base + 375],), np.int64),
         carray(
-            address(tab[base + 374]),
+            address(tab[base + 376]),
             (
-                tab[base + 375],
-                tab[base + 376],
                 tab[base + 377],
                 tab[base + 378],
             ),
@@ -770,115 +768,143 @@ def _EngineState(tab, base):
             ),
             np.float64,
         ),
-        _CompressorArrays_2(tab, base + 382),
-        carray(address(tab[base + 406]), (tab[base + 407],), np.bool_),
         carray(
-            address(tab[base + 408]),
+            address(tab[base + 382]),
             (
-                tab[base + 409],
-                tab[base + 410],
+                tab[base + 383],
+                tab[base + 384],
+                tab[base + 385],
+                tab[base + 386],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 411]),
+            address(tab[base + 387]),
             (
-                tab[base + 412],
-                tab[base + 413],
-                tab[base + 414],
+                tab[base + 388],
+                tab[base + 389],
+                tab[base + 390],
+                tab[base + 391],
+            ),
+            np.float64,
+        ),
+        carray(
+            address(tab[base + 392]),
+            (
+                tab[base + 393],
+                tab[base + 394],
+            ),
+            np.float64,
+        ),
+        _CompressorArrays_2(tab, base + 395),
+        carray(address(tab[base + 419]), (tab[base + 420],), np.bool_),
+        carray(
+            address(tab[base + 421]),
+            (
+                tab[base + 422],
+                tab[base + 423],
+            ),
+            np.float64,
+        ),
+        carray(
+            address(tab[base + 424]),
+            (
+                tab[base + 425],
+                tab[base + 426],
+                tab[base + 427],
             ),
             np.float64,
         ),
         (
             carray(
-                address(tab[base + 415]),
+                address(tab[base + 428]),
                 (
-                    tab[base + 416],
-                    tab[base + 417],
-                    tab[base + 418],
+                    tab[base + 429],
+                    tab[base + 430],
+                    tab[base + 431],
                 ),
                 np.float64,
             ),
             carray(
-                address(tab[base + 419]),
+                address(tab[base + 432]),
                 (
-                    tab[base + 420],
-                    tab[base + 421],
-                    tab[base + 422],
+                    tab[base + 433],
+                    tab[base + 434],
+                    tab[base + 435],
                 ),
                 np.float64,
             ),
             carray(
-                address(tab[base + 423]),
+                address(tab[base + 436]),
                 (
-                    tab[base + 424],
-                    tab[base + 425],
+                    tab[base + 437],
+                    tab[base + 438],
                 ),
                 np.int64,
             ),
             carray(
-                address(tab[base + 426]),
+                address(tab[base + 439]),
                 (
-                    tab[base + 427],
-                    tab[base + 428],
+                    tab[base + 440],
+                    tab[base + 441],
                 ),
                 np.int64,
             ),
         ),
         carray(
-            address(tab[base + 429]),
+            address(tab[base + 442]),
             (
-                tab[base + 430],
-                tab[base + 431],
-                tab[base + 432],
-            ),
-            np.float64,
-        ),
-        carray(address(tab[base + 433]), (tab[base + 434],), np.int64),
-        carray(address(tab[base + 435]), (tab[base + 436],), np.int64),
-        carray(address(tab[base + 437]), (tab[base + 438],), np.bool_),
-        carray(
-            address(tab[base + 439]),
-            (
-                tab[base + 440],
-                tab[base + 441],
-                tab[base + 442],
                 tab[base + 443],
+                tab[base + 444],
+                tab[base + 445],
             ),
             np.float64,
         ),
-        carray(address(tab[base + 444]), (tab[base + 445],), np.float64),
         carray(address(tab[base + 446]), (tab[base + 447],), np.int64),
+        carray(address(tab[base + 448]), (tab[base + 449],), np.int64),
+        carray(address(tab[base + 450]), (tab[base + 451],), np.bool_),
         carray(
-            address(tab[base + 448]),
+            address(tab[base + 452]),
             (
-                tab[base + 449],
-                tab[base + 450],
-                tab[base + 451],
-                tab[base + 452],
-            ),
-            np.float64,
-        ),
-        carray(
-            address(tab[base + 453]),
-            (
+                tab[base + 453],
                 tab[base + 454],
                 tab[base + 455],
                 tab[base + 456],
-                tab[base + 457],
+            ),
+            np.float64,
+        ),
+        carray(address(tab[base + 457]), (tab[base + 458],), np.float64),
+        carray(address(tab[base + 459]), (tab[base + 460],), np.int64),
+        carray(
+            address(tab[base + 461]),
+            (
+                tab[base + 462],
+                tab[base + 463],
+                tab[base + 464],
+                tab[base + 465],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 458]),
+            address(tab[base + 466]),
             (
-                tab[base + 459],
-                tab[base + 460],
-                tab[base + 461],
+                tab[base + 467],
+                tab[base + 468],
+                tab[base + 469],
+                tab[base + 470],
             ),
             np.float64,
         ),
-        carray(address(tab[base + 462]), (tab[base + 463],), np.float64),
+        carray(
+            address(tab[base + 471]),
+            (
+                tab[base + 472],
+                tab[base + 473],
+                tab[base + 474],
+            ),
+            np.float64,
+        ),
+        carray(address(tab[base + 475]), (tab[base + 476],), np.float64),
     )
 
 
@@ -920,29 +946,29 @@ def _SlotRecord(tab, base):
     return SlotRecord(
         _EngineState(tab, base + 0),
         carray(
-            address(tab[base + 464]),
+            address(tab[base + 477]),
             (
-                tab[base + 465],
-                tab[base + 466],
-                tab[base + 467],
+                tab[base + 478],
+                tab[base + 479],
+                tab[base + 480],
             ),
             np.float64,
         ),
         carray(
-            address(tab[base + 468]),
+            address(tab[base + 481]),
             (
-                tab[base + 469],
-                tab[base + 470],
-                tab[base + 471],
-                tab[base + 472],
+                tab[base + 482],
+                tab[base + 483],
+                tab[base + 484],
+                tab[base + 485],
             ),
             np.complex128,
         ),
-        carray(address(tab[base + 473]), (tab[base + 474],), np.int64),
-        carray(address(tab[base + 475]), (tab[base + 476],), np.int64),
-        carray(address(tab[base + 477]), (tab[base + 478],), np.float64),
-        carray(address(tab[base + 479]), (tab[base + 480],), np.int64),
-        _IoState(tab, base + 481),
+        carray(address(tab[base + 486]), (tab[base + 487],), np.int64),
+        carray(address(tab[base + 488]), (tab[base + 489],), np.int64),
+        carray(address(tab[base + 490]), (tab[base + 491],), np.float64),
+        carray(address(tab[base + 492]), (tab[base + 493],), np.int64),
+        _IoState(tab, base + 494),
     )
 
 

@@ -209,10 +209,7 @@ def analyse(audio: np.ndarray, samplerate: float) -> ReferenceAnalysis:
 
 class ReferencePlayer:
     """Control side of the reference player; ``state`` is what the audio thread reads.
-
-    set_source: optional callable given "ext" or "mix" by :meth:`ab` (for example
-    ``lambda v: hub.set("/monitor/source", v, source="reference")``).
-    """
+    (The A/B switch is the monitor source: daemon/reference_part.py.)"""
 
     def __init__(
         self,
@@ -223,7 +220,6 @@ class ReferencePlayer:
         match_time_s: float = 2.0,
         max_boost_db: float = 12.0,
         max_cut_db: float = 40.0,
-        set_source=None,
     ):
         for name, v in (("fade_ms", fade_ms), ("gain_smooth_ms", gain_smooth_ms),
                         ("match_time_s", match_time_s)):  # fmt: skip
@@ -238,11 +234,9 @@ class ReferencePlayer:
         self.match_time_s = float(match_time_s)
         self.max_boost_db = float(max_boost_db)
         self.max_cut_db = float(max_cut_db)
-        self.set_source = set_source
         self.path: Path | None = None
         self.analysis: ReferenceAnalysis | None = None
         self.auto_match = True
-        self.ab_on = False
         self.matched_gain_db = 0.0
         self.target_gain_db = 0.0
         self.limited = False
@@ -350,15 +344,6 @@ class ReferencePlayer:
         return len(self.state.audio) / self.samplerate
 
     # -- A/B and loudness matching ---------------------------------------------------------
-    def ab(self, on: bool) -> None:
-        """Listen to the reference (True) or the mix (False): switches the monitor source
-        through ``set_source`` ("ref" / "mix") and starts the player when needed."""
-        self.ab_on = bool(on)
-        if on and not self.playing and len(self.state.audio):
-            self.play()
-        if self.set_source is not None:
-            self.set_source("ref" if on else "mix")
-
     def set_gain_db(self, gain_db: float) -> None:
         """Manual gain (turns automatic matching off)."""
         if not (isinstance(gain_db, int | float) and math.isfinite(gain_db)):
@@ -414,7 +399,6 @@ class ReferencePlayer:
             "position_s": self.position_s,
             "playing": self.playing,
             "loop": self.loop,
-            "ab": self.ab_on,
             "auto_match": self.auto_match,
             "matched_gain_db": self.matched_gain_db,
             "limited": self.limited,

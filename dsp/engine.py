@@ -97,12 +97,16 @@ from studiod.dsp.layout import (
     MST_SAT_MIX,
     MST_SAT_ON,
     MST_WIDTH,
+    SYS_CUE,
     SYS_DELAY,
     SYS_EQ,
     SYS_LIMIT,
     SYS_ON,
     SYS_SIM,
     SYS_TRIM,
+    TB_DIM,
+    TB_LEVEL,
+    TB_ON,
     Layout,
     build_layout,
 )
@@ -198,7 +202,7 @@ EngineState = namedtuple(
         "ch_fstate",  # float64[8, 2, L]
         "ch_in_g",  # float64[2, L] trim*polarity: current, target
         "ch_out_g",  # float64[2, L, 2] lane -> bus left/right: current, target
-        "ch_send_g",  # float64[2, L, F, 2] lane -> fx left/right
+        "ch_send_g",  # float64[2, L, F + K, 2] lane -> fx bus, then cue bus, left/right
         "ch_dest",  # int64[L] bus index (0 = master, 1 + g = group g)
         "ch_peak",  # float64[L] block peak after the fader
         # float64[L, 3] input meter before trim and fader: the block's peak, then running
@@ -211,7 +215,7 @@ EngineState = namedtuple(
         "nan_events",  # int64[L + 2] per lane, then ext, then output guard
         # buses
         "bus_buf",  # float64[1 + G, N, 2]
-        "fx_buf",  # float64[F, N, 2]
+        "fx_buf",  # float64[F + K, N, 2]: the F FX buses, then the K cue mixes
         "grp_g",  # float64[2, G] fader*mute: current, target
         "grp_buf",  # float64[N, 2G] groups side by side for the glue compressors
         "grp_comp",  # dynamics.CompressorArrays over 2G lanes, linked in pairs
@@ -257,6 +261,11 @@ EngineState = namedtuple(
         "mon_m",  # float64[2, 4]: matrix LL, LR, RL, RR current, target
         "mon_buf",  # float64[N, 2]
         "sys_g",  # float64[2, S]: on*trim current, target
+        "sys_cue",  # int64[S]: the system's cue mix k (its bus fx_buf[F + k]), -1: none
+        "sys_cue_g",  # float64[2, S]: share of the cue mix against the monitor bus
+        "tb_in",  # int64[1]: 0-based input column of the talkback mic (-1: none)
+        "tb_g",  # float64[2, 2]: current, target of (mic gain into the cues, speaker gain)
+        "tb_buf",  # float64[N, 2]: those two gains at each sample of the block
         "sys_coefs",  # float64[S, 4, 5, 2]
         "sys_fstate",  # float64[S, 4, 2, 2]
         "sys_buf",  # float64[N, 2]
@@ -468,6 +477,16 @@ def _update_channel(s, c, any_solo):
             else:
                 s.ch_send_g[1, lane, f, 0] = level * fader * gl
                 s.ch_send_g[1, lane, f, 1] = level * fader * gr
+        # Cue sends, pan of their own, muted with the channel but deaf to solo (an engineer
+        # soloing in the control room does not change the musicians' headphones).
+        for k in range(s.ch_send_g.shape[2] - n_fx):
+            p = base + CH_SEND + 2 * n_fx + 3 * k
+            level = _db_to_gain(cur[p]) * (1.0 - cur[base + CH_MUTE])
+            if cur[p + 2] <= 0.5:  # post-fader
+                level *= _db_to_gain(cur[base + CH_FADER])
+            cl, cr = _pan_gains(cur[p + 1], lanes, j)
+            s.ch_send_g[1, lane, n_fx + k, 0] = level * cl
+            s.ch_send_g[1, lane, n_fx + k, 1] = level * cr
 
 
 @kernel(inline=True)
@@ -614,6 +633,10 @@ def _update_monitor(s):
     cur = s.cur
     # "ext" and "ref" both listen to the external inputs: the reference player plays into them
     s.mon_src_g[1] = min(cur[base + MON_SOURCE], 1.0) if s.ext_in[0] >= 0 else 0.0
+    if s.tb_in[0] >= 0:
+        talk = cur[base + TB_ON]
+        s.tb_g[1, 0] = talk * _db_to_gain(cur[base + TB_LEVEL])
+        s.tb_g[1, 1] = 1.0 + talk * (_db_to_gain(cur[base + TB_DIM]) - 1.0)
     # The monitor controls are one 2x2 matrix on (L, R), rows are outputs, built in signal
     # order: polarity, one-side solo, side, mono, swap; smoothed toggles blend each step
     # with identity, so every switch is a short crossfade.
@@ -664,6 +687,8 @@ def _update_system(s, m):
     else:
         on = 1.0 if int(cur[s.bases[1] + MON_SYSTEM]) == s.sys_flags[m, 2] else 0.0
     s.sys_g[1, m] = on * _db_to_gain(cur[base + SYS_TRIM])
+    if s.sys_cue[m] >= 0:
+        s.sys_cue_g[1, m] = cur[base + SYS_CUE]
     sec = s.scratch[:SYS_SECTIONS]
     _design_eq4(sec, cur, base + SYS_EQ, 1.0, fs)
     for k in range(SYS_SECTIONS):
@@ -1010,9 +1035,16 @@ def _finite(v):
 
 
 @kernel(inline=True)
-def _systems(s, out, n0, n1):
+def _systems(s, inp, out, n0, n1):
     a = s.consts[2]
     n = n1 - n0
+    n_fx = s.fx_base.shape[0]
+    talk = s.tb_in[0]
+    if talk >= 0:  # the talkback's two gains move once a sample, whatever the systems
+        for i in range(n):
+            for k in range(2):
+                _glide(s.tb_g, k, a)
+                s.tb_buf[i, k] = s.tb_g[0, k]
     for m in range(s.sys_base.shape[0]):
         if s.sys_g[0, m] == 0.0 and s.sys_g[1, m] == 0.0:
             if s.sys_live[m]:
@@ -1021,11 +1053,25 @@ def _systems(s, out, n0, n1):
         s.sys_live[m] = True
         buf = s.sys_buf[:n]
         mono = s.sys_flags[m, 0]
+        cue = s.sys_cue[m]
         for i in range(n):
             _glide(s.sys_g, m, a)
             g = s.sys_g[0, m]
-            left = s.mon_buf[n0 + i, 0] * g
-            right = s.mon_buf[n0 + i, 1] * g
+            left = s.mon_buf[n0 + i, 0]
+            right = s.mon_buf[n0 + i, 1]
+            if cue >= 0:  # headphones: the monitor bus or their own mix, and the talkback
+                _glide(s.sys_cue_g, m, a)
+                c = s.sys_cue_g[0, m]
+                left += c * (s.fx_buf[n_fx + cue, n0 + i, 0] - left)
+                right += c * (s.fx_buf[n_fx + cue, n0 + i, 1] - right)
+                if talk >= 0:
+                    mic = s.tb_buf[i, 0] * _finite(inp[n0 + i, talk])
+                    left += mic
+                    right += mic
+            elif talk >= 0:  # speakers: dimmed while talking back
+                g *= s.tb_buf[i, 1]
+            left *= g
+            right *= g
             if mono:
                 left = right = 0.5 * (left + right)
             buf[i, 0] = left
@@ -1150,7 +1196,7 @@ def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_sto
         _fx(s, pos, end)
         _master(s, lp_head, lp_spectra, pos, end)
         _monitor(s, inp, pos, end)
-        _systems(s, out, pos, end)
+        _systems(s, inp, out, pos, end)
         s.clock[0] += seg
         pos = end
     # last line of defence: nothing non-finite leaves the engine
@@ -1214,7 +1260,7 @@ _GAIN_ONLY = {
         "reference",
         "reference/level",
     },
-    "system": {"on", "trim"},
+    "system": {"on", "trim", "cue"},
 }
 
 
@@ -1225,6 +1271,8 @@ def _tick_smoothed(param: Param, systems: set[str]) -> bool:
         return False
     parts = param.address.strip("/").split("/")
     kind, rest = parts[0], parts[2:]
+    if kind == "talkback":
+        return False  # gains: the mic's level, the speakers' dim
     if kind == "monitor":
         if parts[1] in systems:
             kind = "system"
@@ -1232,8 +1280,8 @@ def _tick_smoothed(param: Param, systems: set[str]) -> bool:
             rest = parts[1:]
     elif kind == "master":
         rest = parts[1:]
-    if kind == "ch" and len(rest) == 3 and rest[0] == "send":
-        return False  # send level and pre/post
+    if kind == "ch" and len(rest) == 3 and rest[0] in ("send", "cue"):
+        return False  # send level, pan and pre/post
     return "/".join(rest) not in _GAIN_ONLY[kind]
 
 
@@ -1326,6 +1374,7 @@ class Engine:
                 lane_ch.append(c)
         lanes = len(lane_in)
         n_grp, n_fx, n_sys = len(session.groups), len(session.fx), len(session.systems)
+        n_cue = len(session.cues)
         kinds, ids, blocks = _owners(layout)
         exclusive = [m.name for m in session.systems if not m.additive]
         sys_out = np.full((n_sys, 2), -1, dtype=np.int64)
@@ -1431,7 +1480,7 @@ class Engine:
             ch_fstate=np.zeros((CH_SECTIONS, 2, lanes)),
             ch_in_g=np.zeros((2, lanes)),
             ch_out_g=np.zeros((2, lanes, 2)),
-            ch_send_g=np.zeros((2, lanes, n_fx, 2)),
+            ch_send_g=np.zeros((2, lanes, n_fx + n_cue, 2)),
             ch_dest=np.zeros(lanes, dtype=np.int64),
             ch_peak=np.zeros(lanes),
             ch_in_meter=np.zeros((lanes, 3)),
@@ -1440,7 +1489,7 @@ class Engine:
             ch_dyn_on=np.zeros(2, dtype=np.bool_),
             nan_events=np.zeros(lanes + 2, dtype=np.int64),
             bus_buf=np.zeros((1 + n_grp, n, 2)),
-            fx_buf=np.zeros((n_fx, n, 2)),
+            fx_buf=np.zeros((n_fx + n_cue, n, 2)),
             grp_g=np.zeros((2, n_grp)),
             grp_buf=np.zeros((n, 2 * n_grp)),
             grp_comp=grp_comp,
@@ -1486,6 +1535,13 @@ class Engine:
             mon_m=np.zeros((2, 4)),
             mon_buf=np.zeros((n, 2)),
             sys_g=np.zeros((2, n_sys)),
+            sys_cue=np.array(
+                [session.cues.index(m) if m.cue else -1 for m in session.systems], np.int64
+            ),
+            sys_cue_g=np.zeros((2, n_sys)),
+            tb_in=np.array([session.talkback_input - 1], dtype=np.int64),
+            tb_g=np.array([[0.0, 1.0], [0.0, 1.0]]),
+            tb_buf=np.zeros((n, 2)),
             sys_coefs=np.zeros((n_sys, SYS_SECTIONS, 5, 2)),
             sys_fstate=np.zeros((n_sys, SYS_SECTIONS, 2, 2)),
             sys_buf=np.zeros((n, 2)),

@@ -145,7 +145,7 @@ CH_MUTE = CH["mute"]
 CH_SOLO = CH["solo"]
 CH_FADER = CH["fader"]
 CH_BUS = len(CHANNEL)  # the routing enum follows (its choices depend on the session)
-CH_SEND = CH_BUS + 1  # then per FX bus: level, pre
+CH_SEND = CH_BUS + 1  # then per FX bus: level, pre; then per cue system: level, pan, pre
 CH_FIXED = CH_SEND
 
 # --- group bus ---------------------------------------------------------------------------
@@ -308,6 +308,22 @@ SYSTEM = (
     _enum("sim", SIMULATIONS, "none", "simulation chain"),
     _T("limit", "dBFS", -30.0, 0.0, -0.3, description="output safety limiter threshold"),
 )
+# A cue (headphone) system has one more: which mix it plays.
+SYS_CUE = len(SYSTEM)
+CUE_SYSTEM = (
+    *SYSTEM,
+    _toggle("cue", False, "play this system's own cue mix instead of following the monitor bus"),
+)
+# The talkback (a session with a talkback input): after the monitor section's controls, so
+# that it is the monitor strip's (TB_ON is counted from the monitor base).
+TALKBACK = (
+    _toggle("on", False, "talkback: the mic to the cue systems, the speakers dimmed"),
+    _T("dim", "dB", -60.0, 0.0, -20.0, description="speaker attenuation while talking back"),
+    _T("level", "dB", -40.0, 12.0, 0.0, description="the talkback mic's level in the cues"),
+)
+TB_ON = MON_SYSTEM + 1
+TB_DIM = TB_ON + 1
+TB_LEVEL = TB_ON + 2
 SYS = _index(SYSTEM)
 SYS_ON = SYS["on"]
 SYS_TRIM = SYS["trim"]
@@ -382,6 +398,16 @@ def build_layout(session: Session) -> Layout:
                 _toggle(f"send/{f.name}/pre", False, f"send to {f.name} before the fader"),
             )
         ),
+        # cue sends at unity, before the fader: a new cue mix starts as the whole band
+        *(
+            t
+            for m in session.cues
+            for t in (
+                _fader(f"cue/{m.name}/level", 0.0, f"level in the {m.name} cue mix"),
+                _T(f"cue/{m.name}/pan", "", -1.0, 1.0, 0.0, description=f"pan in {m.name}"),
+                _toggle(f"cue/{m.name}/pre", True, f"send to {m.name} before the fader"),
+            )
+        ),
     )
     ch_base = [add(f"/ch/{i}", per_channel) for i in range(1, len(session.channels) + 1)]
     grp_base = [add(f"/bus/{g.name}", GROUP) for g in session.groups]
@@ -392,11 +418,13 @@ def build_layout(session: Session) -> Layout:
         "/monitor",
         (*MONITOR, _enum("system", exclusive, exclusive[0], "the monitor system in use")),
     )
+    if session.talkback_input:
+        add("/talkback", TALKBACK)
     sys_base = []
     for m in session.systems:
         templates = tuple(
             _enum("sim", SIMULATIONS, m.simulation, t.description) if t.suffix == "sim" else t
-            for t in SYSTEM
+            for t in (CUE_SYSTEM if m.cue else SYSTEM)
         )
         sys_base.append(add(f"/monitor/{m.name}", templates))
     control_base = len(params)

@@ -53,7 +53,10 @@ class MonitorSystemSpec:
 
     outputs: 1-based output channels (two for stereo, one for a single speaker);
     simulation: the default simulation chain; mono: sum to mono before the speakers;
-    additive: switched on and off on its own (a subwoofer) instead of exclusively.
+    additive: switched on and off on its own (a subwoofer) instead of exclusively;
+    cue: a cue (headphone) output, as on a console's cue section: it follows the monitor
+    bus, or plays its own mix of the channels (``/ch/N/cue/NAME/...``) while
+    ``/monitor/NAME/cue`` is on, and it carries the talkback.
     """
 
     name: str
@@ -61,6 +64,7 @@ class MonitorSystemSpec:
     simulation: str = "none"
     mono: bool = False
     additive: bool = False
+    cue: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,15 +75,22 @@ class Session:
     fx: tuple[FxSpec, ...] = ()
     systems: tuple[MonitorSystemSpec, ...] = ()
     ext_inputs: tuple[int, ...] = ()  # 1-based input pair of the external monitor source
+    talkback_input: int = 0  # 1-based input of the talkback microphone (0: none)
     n_inputs: int = field(default=0)
     n_outputs: int = field(default=0)
 
     def __post_init__(self) -> None:
         _validate(self)
         used_in = [i for c in self.channels for i in c.inputs] + list(self.ext_inputs)
+        used_in += [self.talkback_input]
         used_out = [o for s in self.systems for o in s.outputs]
         object.__setattr__(self, "n_inputs", max([self.n_inputs, *used_in]))
         object.__setattr__(self, "n_outputs", max([self.n_outputs, *used_out, 2]))
+
+    @property
+    def cues(self) -> tuple[MonitorSystemSpec, ...]:
+        """The cue systems, in session order (the engine's cue mixes)."""
+        return tuple(m for m in self.systems if m.cue)
 
     @property
     def lanes(self) -> int:
@@ -133,6 +144,11 @@ def _validate(s: Session) -> None:
         raise SessionError("at least one monitor system must be exclusive (not additive)")
     if s.ext_inputs and (len(s.ext_inputs) != 2 or any(i < 1 for i in s.ext_inputs)):
         raise SessionError("ext_inputs must be a pair of 1-based input numbers")
+    tb = s.talkback_input
+    if isinstance(tb, bool) or not isinstance(tb, int) or tb < 0:
+        raise SessionError("talkback_input must be a 1-based input number")
+    if s.talkback_input and not s.cues:
+        raise SessionError("talkback_input needs a cue system (cue = true) to talk to")
     _names_unique("channel", [c.name for c in s.channels])
     _names_unique("group", [g.name for g in s.groups])
     _names_unique("fx", [f.name for f in s.fx])
@@ -227,11 +243,13 @@ def _from_dict(data: Mapping, where: str) -> Session:
         at = f"{where}: fx[{i}]"
         f = _table(f, ("name", "kind"), at)
         fx.append(FxSpec(_text(f, "name", at), _text(f, "kind", at, "reverb")))
-    monitor = _table(data.get("monitor", {}), ("system", "ext_inputs"), f"{where}: monitor")
+    monitor = _table(
+        data.get("monitor", {}), ("system", "ext_inputs", "talkback_input"), f"{where}: monitor"
+    )
     systems = []
     for i, m in enumerate(_list(monitor, "system", f"{where}: monitor")):
         at = f"{where}: monitor.system[{i}]"
-        m = _table(m, ("name", "outputs", "simulation", "mono", "additive"), at)
+        m = _table(m, ("name", "outputs", "simulation", "mono", "additive", "cue"), at)
         if "outputs" not in m:
             raise SessionError(f"{at}.outputs is missing")
         systems.append(
@@ -241,6 +259,7 @@ def _from_dict(data: Mapping, where: str) -> Session:
                 simulation=_text(m, "simulation", at, "none"),
                 mono=_flag(m, "mono", at),
                 additive=_flag(m, "additive", at),
+                cue=_flag(m, "cue", at),
             )
         )
     ext = monitor.get("ext_inputs", ())
@@ -254,6 +273,7 @@ def _from_dict(data: Mapping, where: str) -> Session:
         fx=tuple(fx),
         systems=tuple(systems),
         ext_inputs=_ints(ext, f"{where}: monitor.ext_inputs") if ext else (),
+        talkback_input=monitor.get("talkback_input", 0),
     )
 
 

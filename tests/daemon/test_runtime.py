@@ -274,6 +274,32 @@ def test_snapshots_through_the_daemon(tmp_path, started):
     assert daemon.hub.get("/ch/2/fader") == -7.0
 
 
+def test_scene_commands_through_the_hub(tmp_path, started):
+    """What OSC, MIDI buttons and ``studiod snapshot`` send, with its answers and refusals."""
+    from studiod.controllers.commands import CommandError
+
+    daemon, _ = started()
+    hub = daemon.hub
+    hub.set("/ch/1/fader", -4.0, source="test")
+    assert hub.run("/snapshot/save", ["verse"]) == ("verse",)
+    assert hub.run("/snapshot/save", ["chorus"]) == ("chorus",)
+    assert hub.run("/snapshot/list") == ("chorus", "verse")
+    hub.set("/ch/1/fader", 0.0, source="test")
+    hub.set("/snapshot/fade", 200.0, source="test")
+    assert hub.run("/snapshot/recall", ["verse"]) == ("verse", 0)
+    daemon.run(0.4)  # the 200 ms fade, on the control loop
+    assert hub.get("/ch/1/fader") == -4.0
+    assert hub.run("/snapshot/delete", ["chorus"]) == ("chorus",)
+    assert hub.run("/snapshot/list") == ("verse",)
+    for address, args, reason in (
+        ("/snapshot/delete", ["chorus"], "no snapshot named 'chorus'"),
+        ("/snapshot/recall", ["nope"], "no snapshot named 'nope'"),
+        ("/snapshot/save", ["../etc"], "snapshot name"),
+    ):
+        with pytest.raises(CommandError, match=reason):
+            hub.run(address, args)
+
+
 def _received(server: socket.socket) -> list[str]:
     """Every datagram the sd_notify socket holds."""
     messages = []
@@ -370,19 +396,21 @@ def test_reference_player_and_loudness_log_hooks(tmp_path, started):
     t = np.arange(2 * FS) / FS
     track = 0.2 * np.sin(2 * np.pi * 440 * t)
     sf.write(tmp_path / "ref.wav", np.column_stack([track, track]), FS, subtype="FLOAT")
-    player = ReferencePlayer(FS, set_source=lambda v: daemon.hub.set("/monitor/source", v))
+    player = ReferencePlayer(FS)
     player.load(tmp_path / "ref.wav")
     player.set_gain_db(0.0)
     player.loop = True
     log = LoudnessLog(tmp_path / "loudness.sqlite3", FS, buses_for_session(daemon.config.session))
     daemon.attach_reference_player(player)
     daemon.attach_loudness_log_tap(log.tap)
-    player.ab(True)
+    daemon.hub.set("/monitor/source", "ref", source="test")
+    player.play()
     daemon.run(1.2)
     log.update(system="studio")
     assert rms_db(rig.rms(0, 0.2)) == pytest.approx(rms_db(0.2 / math.sqrt(2)), abs=0.1)
     assert log.latest["master"]  # a row for the master bus
-    player.ab(False)
+    daemon.hub.set("/monitor/source", "mix", source="test")
+    player.stop()
     daemon.run(0.3)
     assert rig.rms(0, 0.1) < 1e-6  # back to the (silent) mix
     daemon.attach_reference_player(None)

@@ -1,10 +1,11 @@
-"""The monitor controller end to end: reference A/B and scenes, through the CLI and OSC.
+"""The monitor controller end to end: reference A/B, scenes, cue mixes and talkback.
 
 ``studiod run`` on a JACK server (dummy driver) with a JACK peer playing two tones into it and
 recording what it plays (as in test_jack_daemon.py), in a private network namespace. From
 other processes: ``studiod player load`` loads a 44.1 kHz reference file into the running
 daemon, ``studiod player ref`` / ``mix`` switch the monitor source; ``studiod snapshot`` saves
-and recalls a scene while liblo's ``oscsend`` changes ten parameters in between.
+and recalls a scene while liblo's ``oscsend`` changes ten parameters in between; a cue mix
+and the talkback are measured on the headphone outputs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from scipy import signal
 from studiod.daemon.oscclient import OscClient
 from tests.e2e.conftest import FS, REPO, DaemonProcess, JackServer, Peer
 from tests.e2e.netns import inside, netns
-from tests.e2e.test_jack_daemon import A2, F1, F2, amplitudes, programme
+from tests.e2e.test_jack_daemon import A1, A2, F1, F2, PAN_CENTRE, amplitudes, programme
 
 pytestmark = pytest.mark.e2e
 
@@ -89,43 +90,48 @@ def step_bound(amps: np.ndarray, freqs_hz: tuple[float, ...]) -> float:
 
 
 class Rig:
-    def __init__(self, tmp_path):
+    """jackd, ``studiod run`` on ``config`` and a JACK peer playing ``played`` (default: the
+    two test tones; its columns into the daemon's first inputs) and recording the daemon's
+    first ``outputs`` outputs."""
+
+    def __init__(self, tmp_path, config: str = CONFIG, played=None, outputs: int = 2):
         self.tmp_path = tmp_path
+        self.config, self.outputs = config, outputs
+        self.programme = programme() if played is None else played
         self.server = JackServer(period=128)
         self.daemon = self.peer = None
 
     def __enter__(self) -> Rig:
         config = self.tmp_path / "studiod.toml"
-        config.write_text(CONFIG.format(port=OSC_PORT))
+        config.write_text(self.config.format(port=OSC_PORT))
         self.server.start()
         self.daemon = DaemonProcess(config, self.server.env, self.tmp_path)
         self.daemon.start()
-        self.peer = Peer(self.server, "peer", 2, 2)
-        self.peer.play(programme(), self.tmp_path)
+        self.peer = Peer(self.server, "peer", self.outputs, self.programme.shape[1])
+        self.peer.play(self.programme, self.tmp_path)
         self.peer.wire()
         return self
 
-    def record(self, seconds: float) -> np.ndarray:
-        return self.peer.record(seconds, self.tmp_path).astype(np.float64)
-
-    def across(self, prepare, switch, seconds: float = 2.0, at_s: float = 0.8) -> np.ndarray:
-        """A recording of ``seconds`` with ``switch()`` called ``at_s`` into it, after
-        ``prepare()``. A late cycle (jackd's own account, of any client) skips or repeats a
-        period of the recording, a step that is not the switch's: such a take is made
-        again, up to five times. (Whether the daemon's callback keeps its deadlines is the
-        business of test_realtime.py and test_jack_native.py, on an idle machine.)"""
+    def take(self, seconds: float, prepare=None, switch=None, at_s: float = 0.0) -> np.ndarray:
+        """A recording of ``seconds`` (after ``prepare()``, with ``switch()`` called ``at_s``
+        into it). A late cycle (jackd's own account, of any client) skips or repeats a
+        period of the recording, a step or a dip that is not the daemon's: such a take is
+        made again, up to five times. (Whether the daemon's callback keeps its deadlines is
+        the business of test_realtime.py and test_jack_native.py, on an idle machine.)"""
         for _ in range(5):
-            prepare()
+            if prepare is not None:
+                prepare()
             since = time.monotonic()
             recorded: dict[str, np.ndarray] = {}
 
             def take(into=recorded) -> None:
-                into["y"] = self.record(seconds)
+                into["y"] = self.peer.record(seconds, self.tmp_path).astype(np.float64)
 
             thread = threading.Thread(target=take)
             thread.start()
-            time.sleep(at_s)
-            switch()
+            if switch is not None:
+                time.sleep(at_s)
+                switch()
             thread.join()
             late = self.server.late_clients(since)
             if not late:
@@ -150,10 +156,10 @@ def test_reference_ab_at_the_mixs_loudness_and_back_without_a_click(tmp_path):
         out = studiod("player", "load", str(tmp_path / "ref.flac"))
         assert out.startswith(f"loaded {tmp_path / 'ref.flac'}: 8.0 s"), out
         time.sleep(3.2)  # the mix's short-term loudness (3 s) that the reference is matched to
-        mix = rig.record(1.0)
+        mix = rig.take(1.0)
         assert studiod("player", "ref").strip() == "/monitor/source ref"
         time.sleep(1.0)  # matched from the first reading on (ReferencePlayer.update_match)
-        heard = rig.record(1.5)
+        heard = rig.take(1.5)
         ref_amp = amplitudes(heard[:, 0], (REF_HZ, F1, F2))
         mix_amp = amplitudes(mix[:, 0], (F1, F2))
         # the reference, and of the mix nothing within 60 dB of where it was
@@ -162,9 +168,11 @@ def test_reference_ab_at_the_mixs_loudness_and_back_without_a_click(tmp_path):
         assert float(studiod("player", "where").split()[0]) > 1.0  # it plays
 
         # back to the mix in the middle of a recording
-        y = rig.across(
+        y = rig.take(
+            2.0,
             prepare=lambda: (oscsend("/monitor/source", "s", "ref"), time.sleep(1.0)),
             switch=lambda: oscsend("/monitor/source", "s", "mix"),
+            at_s=0.8,
         )
         before = amplitudes(y[: FS // 2, 0], (REF_HZ, F1, F2))
         after = amplitudes(y[-FS // 2 :, 0], (REF_HZ, F1, F2))
@@ -241,10 +249,10 @@ def test_scene_save_change_ten_recall_all_restored_without_a_click(tmp_path):
         assert client.ask("/snapshot/fade") == [300.0]
         # recorded across a recall (sent by liblo's oscsend, a small C program, so that
         # starting a Python CLI does not compete with the audio for the two CPUs)
-        y = rig.across(
+        y = rig.take(
+            1.5,
             prepare=move,
             switch=lambda: oscsend("/snapshot/recall", "s", "verse"),
-            seconds=1.5,
             at_s=0.5,
         )
         restored()
@@ -257,3 +265,87 @@ def test_scene_save_change_ten_recall_all_restored_without_a_click(tmp_path):
         log = rig.daemon.log()
         assert "Traceback" not in log and "ERROR" not in log, log
         assert "snapshot 'verse' recalled" in log
+
+
+CUE_CONFIG = """
+[audio]
+backend = "jack"
+client_name = "studiod"
+block_frames = 128
+[session]
+[[session.channel]]
+name = "tone"
+inputs = 1
+[[session.channel]]
+name = "bass"
+inputs = 2
+[session.monitor]
+talkback_input = 3
+[[session.monitor.system]]
+name = "studio"
+outputs = [1, 2]
+[[session.monitor.system]]
+name = "phones1"
+outputs = [3, 4]
+additive = true
+cue = true
+[[session.monitor.system]]
+name = "phones2"
+outputs = [5, 6]
+additive = true
+cue = true
+[params]
+"/monitor/phones1/on" = 1
+"/monitor/phones2/on" = 1
+[state]
+dir = "state"
+[log]
+stats_interval_s = 0
+[osc]
+port = {port}
+[mdns]
+enabled = false
+[midi]
+enabled = false
+"""
+F_MIC = 3001.0
+A_MIC = 10 ** (-20 / 20)
+
+
+@netns
+def test_cue_mix_and_talkback_measured_through_jackd(tmp_path):
+    assert inside()
+    t = np.arange(2 * FS) / FS
+    played = np.column_stack([programme(), A_MIC * np.sin(2 * np.pi * F_MIC * t)])  # + the mic
+    tones = (F1, F2, F_MIC)
+    with Rig(tmp_path, CUE_CONFIG, played, outputs=6) as rig:
+
+        def heard(column: int) -> np.ndarray:
+            time.sleep(0.1)  # the parameter ramps and a few periods of latency
+            return amplitudes(rig.take(0.5)[:, column], tones)
+
+        studio = heard(0)
+        assert studio[0] == pytest.approx(A1 * PAN_CENTRE, rel=0.01) and studio[2] < 1e-5
+
+        # phones1 gets its own mix without the tone; phones2 follows the monitor bus
+        oscsend("/monitor/phones1/cue", "i", "1")
+        oscsend("/ch/1/cue/phones1/level", "f", "-90")
+        phones1, phones2 = heard(2), heard(4)
+        assert phones1[0] < 1e-3 * studio[0]  # no tone in this cue mix
+        assert phones1[1] == pytest.approx(A2 * PAN_CENTRE, rel=0.01)  # the bass, pre-fader
+        assert phones2 == pytest.approx(studio, rel=0.01, abs=1e-6)
+
+        # talkback: the mic on both headphone systems, the studio speakers 20 dB down
+        oscsend("/talkback/on", "i", "1")
+        for column in (2, 3, 4, 5):
+            assert 20 * math.log10(heard(column)[2] / A_MIC) == pytest.approx(0.0, abs=0.2)
+        dimmed = heard(0)
+        assert 20 * math.log10(dimmed[0] / studio[0]) == pytest.approx(-20.0, abs=0.2)
+        assert dimmed[2] < 1e-5  # the mic is not on the speakers
+        oscsend("/talkback/on", "i", "0")
+        assert heard(0)[0] == pytest.approx(studio[0], rel=0.01)
+        assert heard(2)[2] < 1e-5
+
+        assert rig.daemon.stop() == 0
+        log = rig.daemon.log()
+        assert "Traceback" not in log and "ERROR" not in log, log
