@@ -59,17 +59,18 @@ def write_config(tmp_path, params: str = "", extra: str = ""):
     return path
 
 
-def programme(seconds: float = 2.0) -> np.ndarray:
-    t = np.arange(int(seconds * FS)) / FS
+def programme(seconds: float = 2.0, fs: int = FS) -> np.ndarray:
+    t = np.arange(int(seconds * fs)) / fs
     return np.column_stack([A1 * np.sin(2 * np.pi * F1 * t), A2 * np.sin(2 * np.pi * F2 * t)])
 
 
-def amplitude(x: np.ndarray, freq_hz: float, chunk_s: float = 0.04) -> float:
-    """Peak amplitude of the ``freq_hz`` component: a least-squares fit of both test tones
-    (and DC) in 40 ms chunks, median over the chunks. Independent of phase, and a JACK xrun
-    (a skipped or repeated period shifts the phase) spoils only the chunk it falls in."""
-    n = int(chunk_s * FS)
-    t = np.arange(n) / FS
+def amplitude(x: np.ndarray, freq_hz: float, chunk_s: float = 0.04, fs: int = FS) -> float:
+    """Peak amplitude of the ``freq_hz`` component of ``x`` (at ``fs``): a least-squares fit
+    of both test tones (and DC) in 40 ms chunks, median over the chunks. Independent of
+    phase, and a JACK xrun (a skipped or repeated period shifts the phase) spoils only the
+    chunk it falls in."""
+    n = int(chunk_s * fs)
+    t = np.arange(n) / fs
     basis = np.column_stack(
         [np.ones(n)]
         + [
