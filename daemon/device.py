@@ -39,6 +39,7 @@ from studiod.daemon.audio import (
 )
 from studiod.daemon.components import Component, Plan
 from studiod.daemon.config import Config, at_samplerate
+from studiod.daemon.reference import resample
 from studiod.daemon.rtstate import METER_MASTER, METER_MONITOR
 from studiod.dsp.engine import Engine
 from studiod.dsp.session import SAMPLERATES
@@ -263,7 +264,9 @@ class AudioComponent(Component):
             max_frames(cfg),
         )
         if programme is not None:
-            core.set_loop(programme)
+            # made at [audio] samplerate: an engine at the device's rate plays it resampled,
+            # at its pitch and tempo
+            core.set_loop(resample(programme, cfg.audio.samplerate, engine.samplerate))
         return core
 
     def _open_device(self, first: bool = False, config: Config | None = None) -> bool:

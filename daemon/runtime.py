@@ -197,9 +197,9 @@ class Daemon(_Hooks):
         programme: np.ndarray | None = None,
         any_free_port: bool = False,
     ):
-        """``programme``: looped into the engine inputs (the demo); ``any_free_port``: when
-        the configured OSC or OSCQuery port is in use, take any free one instead of leaving
-        the server off (the demo)."""
+        """``programme``: looped into the engine inputs (the demo), made at ``[audio]
+        samplerate``; ``any_free_port``: when the configured OSC or OSCQuery port is in use,
+        take any free one instead of leaving the server off (the demo)."""
         self.config = config
         self.device_factory = device_factory or default_device_factory
         self.notifier = notifier or Notifier()

@@ -39,6 +39,7 @@ class LockedRig(Rig):
         t = np.arange(fs) / fs  # one second: 997 whole periods, a seamless loop
         source = np.zeros((fs, 6), np.float32)
         source[:, 0] = A * np.sin(2 * np.pi * F_HZ * t)
+        source = source[:, : core.dev_in]  # none with a programme (an output-only stream)
         self.devices.append(VirtualDevice(core, source=source, tap_frames=fs, samplerate=fs))
         return self.device
 
@@ -147,6 +148,21 @@ def test_values_hold_and_the_engine_follows_the_card_there_and_back(tmp_path, st
     lines = [r.getMessage() for r in messages.records]
     assert sum("not the configured 48000 Hz" in m for m in lines) == 1
     assert sum("the device runs at the configured 48000 Hz again" in m for m in lines) == 1
+
+
+def test_the_demo_programme_plays_at_its_pitch_on_a_card_at_another_rate(tmp_path, started):
+    """The demo's programme is made at [audio] samplerate: an engine at the card's rate
+    plays it resampled (unresampled, the 997 Hz tone would come out at 916 Hz, beside the
+    EQ's peak)."""
+    t = np.arange(48000) / 48000
+    programme = np.zeros((48000, 2), np.float32)
+    programme[:, 0] = A * np.sin(2 * np.pi * F_HZ * t)
+    rig = LockedRig(44100)
+    path = write_config(tmp_path, params=EQ_PARAMS)
+    daemon, _ = started(path, rig=rig, programme=programme)
+    run_until(daemon, lambda: follows(daemon, rig, 44100))
+    daemon.run(0.4)
+    assert rig.tone_db(0) == pytest.approx(expected_db(), abs=0.05)
 
 
 def test_a_card_at_a_rate_the_engine_cannot_run_is_retried(tmp_path, started, messages):
