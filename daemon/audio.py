@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,7 @@ from studiod.daemon.native import Layout, libc_address
 from studiod.daemon.realtime import set_fifo_priority
 from studiod.dsp import loudness as ld
 from studiod.dsp._jit import publish
+from studiod.dsp.session import SAMPLERATES
 
 log = logging.getLogger("studiod.audio")
 
@@ -58,6 +60,15 @@ SETTLE_TIMEOUT_S = 1.0  # a block running longer than this is stuck: its records
 
 class DeviceError(RuntimeError):
     """An audio device that cannot be found, opened or kept running."""
+
+
+class DeviceRateError(DeviceError):
+    """The device runs (or, for PortAudio, prefers to run) at ``samplerate`` Hz, not at the
+    rate of the engine it was opened for: the engine must be rebuilt at that rate first."""
+
+    def __init__(self, message: str, samplerate: int):
+        super().__init__(message)
+        self.samplerate = int(samplerate)
 
 
 def _db(linear: float) -> float:
@@ -503,6 +514,8 @@ class VirtualDevice:
 
     ``source`` (float32 [frames, channels]) is looped into the inputs; ``tap_frames`` keeps
     the last outputs for inspection (:meth:`tail`). realtime=False runs blocks back to back.
+    ``samplerate``: the card's own rate, like a sound card locked to a clock (None: it runs
+    at the core's rate); opening it for a core at another rate raises DeviceRateError.
 
     Lateness is counted apart: :attr:`late_wakes`, the thread woke a period or more after
     an input block was complete (the operating system did not run it: nothing the callback
@@ -518,9 +531,11 @@ class VirtualDevice:
         source: np.ndarray | None = None,
         tap_frames: int = 0,
         name: str = "virtual",
+        samplerate: int | None = None,
     ):
         self.core = core
         self.samplerate = core.samplerate
+        self.device_samplerate = samplerate
         self.block_frames = core.block_frames
         self.in_channels, self.out_channels = core.dev_in, core.dev_out
         self.realtime = realtime
@@ -579,6 +594,9 @@ class VirtualDevice:
     def start(self) -> None:
         if self._thread is not None:
             return
+        rate = self.device_samplerate
+        if rate is not None and rate != self.samplerate:
+            raise DeviceRateError(f"{self.name} runs at {rate} Hz", rate)
         self.core.new_stream()
         self._loop()  # V_RUN is 0: returns at once, compiled (or loaded) before it counts
         self._vctl[rt.V_RUN] = 1
@@ -714,17 +732,36 @@ def find_device(
     )
 
 
+def choose_samplerate(
+    wanted_hz: int, default_hz: float, takes: Callable[[int], bool]
+) -> int | None:
+    """The rate to run a PortAudio device at: the configured ``wanted_hz`` when the device
+    ``takes`` it; else its default rate (``default_hz``, the rate its host API reports it
+    runs at) when the engine can run there; else the engine rate nearest to ``wanted_hz``
+    that it takes. None when it takes none of them (then a channel count or the device is
+    the problem, and opening it says which)."""
+    if takes(wanted_hz):
+        return wanted_hz
+    default = round(default_hz)
+    fallback = [default] if default in SAMPLERATES else []
+    fallback += sorted(SAMPLERATES, key=lambda hz: (abs(hz - wanted_hz), hz))
+    return next((hz for hz in fallback if hz != wanted_hz and takes(hz)), None)
+
+
 class PortAudioDevice:
     """A duplex PortAudio stream on the configured device (output only when there are no
     inputs) whose callback is the compiled :func:`studiod.daemon.rtcore.pa_process` on
-    ``core``'s table, opened through sounddevice's stream class for C callbacks."""
+    ``core``'s table, opened through sounddevice's stream class for C callbacks. It runs at
+    the core's rate; when :func:`choose_samplerate` picks another for the device (the
+    configured one it takes, or its default when it does not take the configured one),
+    :meth:`start` raises DeviceRateError naming that rate."""
 
     def __init__(self, audio, core: AudioCore):
         self.audio = audio
         self.in_channels = core.dev_in
         self.out_channels = core.dev_out
         self.core = core
-        self.samplerate = audio.samplerate
+        self.samplerate = core.samplerate  # the engine's; audio.samplerate is the wanted one
         self.block_frames = audio.block_frames
         self.name = "?"
         self.error: str | None = None
@@ -742,6 +779,13 @@ class PortAudioDevice:
         latency = self.audio.latency
         latency = latency if latency in ("low", "high") else float(latency)
         duplex = self.in_channels > 0
+        rate = choose_samplerate(self.audio.samplerate, d["samplerate"],
+                                 lambda hz: self._takes(sd, d["index"], duplex, hz))  # fmt: skip
+        if rate is not None and rate != self.samplerate:
+            why = ("" if rate == self.audio.samplerate
+                   else f" does not take {self.audio.samplerate} Hz;")  # fmt: skip
+            _terminate_portaudio(sd)  # no stream needs it (see there: a JACK server may die)
+            raise DeviceRateError(f"{self.name}{why} takes {rate} Hz", rate)
         self._finished = False
         self.core.new_stream()
         try:
@@ -763,6 +807,18 @@ class PortAudioDevice:
         except sd.PortAudioError as exc:
             raise DeviceError(f"{self.name}: {exc}") from None
         self._stream = stream
+
+    def _takes(self, sd, index: int, duplex: bool, samplerate: int) -> bool:
+        """Whether the device opens at ``samplerate`` with our channels (Pa_IsFormatSupported)."""
+        try:
+            if duplex:
+                sd.check_input_settings(device=index, channels=self.in_channels,
+                                        dtype="float32", samplerate=samplerate)  # fmt: skip
+            sd.check_output_settings(device=index, channels=self.out_channels, dtype="float32",
+                                     samplerate=samplerate)  # fmt: skip
+        except sd.PortAudioError:
+            return False
+        return True
 
     def _on_finished(self) -> None:
         self._finished = True
@@ -871,14 +927,15 @@ class JackDevice:
     """A JACK client ``audio.client_name`` with ports in_1…, out_1… (connected to the
     server's physical ports when ``audio.autoconnect``) whose process callback is the
     compiled :func:`studiod.daemon.rtcore.jack_process` on ``core``'s table: JACK's
-    process thread never enters Python."""
+    process thread never enters Python. The server's rate is the rate: a core at another
+    one makes :meth:`start` raise DeviceRateError naming the server's."""
 
     def __init__(self, audio, core: AudioCore):
         self.audio = audio
         self.in_channels = core.dev_in
         self.out_channels = core.dev_out
         self.core = core
-        self.samplerate = audio.samplerate
+        self.samplerate = core.samplerate  # the engine's (the device's, once it follows)
         self.block_frames = audio.block_frames
         self.name = f"JACK client {audio.client_name}"
         self._client = None
@@ -925,9 +982,8 @@ class JackDevice:
     def _setup(self, jack, client) -> None:
         lib = jack.lib
         rate = lib.jack_get_sample_rate(client)
-        if rate != self.samplerate:
-            raise DeviceError(f"the JACK server runs at {rate} Hz, the config at "
-                              f"{self.samplerate} Hz")  # fmt: skip
+        if rate != self.samplerate:  # JACK's rate is the server's: the engine must follow it
+            raise DeviceRateError(f"the JACK server runs at {rate} Hz", rate)
         period = lib.jack_get_buffer_size(client)
         if period != self.block_frames:
             log.warning("JACK period is %d frames, the config's block_frames %d: processing "

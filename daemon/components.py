@@ -11,15 +11,16 @@ supervisor (:class:`studiod.daemon.runtime.Daemon`) prepares and starts them in 
 A reload is a diff (after CamillaDSP's config diff): :func:`config_diff` compares two
 validated configs section by section into a :class:`Plan`; each component reads the
 sections it depends on (:attr:`Component.sections`) from it. Parameter changes apply live,
-a session change builds a new engine that is crossfaded in, a device change reopens the
-stream, a changed surface restarts; a component switched on or off in the new config is
+a session change builds a new engine that is crossfaded in, a device change (or a new
+samplerate: the engine following the device's rate) reopens the stream, a changed surface
+restarts; a component switched on or off in the new config is
 built or stopped by the supervisor.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from studiod.daemon.config import Config
 
@@ -34,7 +35,7 @@ class Plan:
     old: Config
     new: Config
     changed: frozenset[str]
-    reopen_device: bool  # the device settings or the stream's channel counts changed
+    reopen_device: bool  # the device settings, the stream's channel counts or rate changed
 
     def touches(self, sections: tuple[str, ...]) -> bool:
         return not self.changed.isdisjoint(sections)
@@ -42,6 +43,14 @@ class Plan:
     @property
     def session(self) -> bool:
         return "session" in self.changed
+
+    @property
+    def graph(self) -> bool:
+        """The session changed in more than its samplerate (channels, buses, systems…).
+        A samplerate alone (the engine following the device's rate) keeps every parameter
+        the engine has, and the same channels and systems."""
+        old, new = self.old.session, self.new.session
+        return self.session and replace(old, samplerate=new.samplerate) != new
 
 
 def config_diff(old: Config, new: Config) -> Plan:
@@ -53,7 +62,8 @@ def config_diff(old: Config, new: Config) -> Plan:
     ) or old.audio.device_outputs(old.session.n_outputs) != new.audio.device_outputs(
         new.session.n_outputs
     )
-    return Plan(old, new, changed, "audio" in changed or channels_changed)
+    rate_changed = old.session.samplerate != new.session.samplerate  # the stream's rate
+    return Plan(old, new, changed, "audio" in changed or channels_changed or rate_changed)
 
 
 class Component:

@@ -31,7 +31,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -167,7 +167,11 @@ class ReferenceConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A validated config; ``params`` are (address, value) pairs in file order."""
+    """A validated config; ``params`` are (address, value) pairs in file order.
+
+    ``audio.samplerate`` is the rate asked of the device; ``session.samplerate`` the rate
+    the engine runs at. A loaded config has them equal; the running daemon's config has the
+    device's rate in the session when the device runs at another (:func:`at_samplerate`)."""
 
     path: Path | None
     audio: AudioConfig
@@ -185,6 +189,21 @@ class Config:
     @property
     def name(self) -> str:
         return str(self.path) if self.path else "<built-in>"
+
+
+def at_samplerate(config: Config, samplerate: int) -> Config:
+    """``config`` with its engine (the session) at ``samplerate``: the device's rate, when
+    the device runs at another than ``[audio] samplerate`` (which stays the wanted rate)."""
+    return replace(config, session=replace(config.session, samplerate=samplerate))
+
+
+def keep_samplerate(running: Config, new: Config) -> Config:
+    """``new`` (a reloaded file) with the running engine's rate when it asks the device for
+    the same rate as ``running``: a device rate the engine follows stays (a device that is
+    reopened for other reasons says so if it now runs at another)."""
+    if new.audio.samplerate != running.audio.samplerate:
+        return new
+    return at_samplerate(new, running.session.samplerate)
 
 
 def default_state_dir() -> Path:

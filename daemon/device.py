@@ -4,10 +4,16 @@ It owns the :class:`~studiod.daemon.audio.AudioCore` (the compiled callback, its
 records) and the device that calls it. While the stream runs, the control tick checks that
 callbacks keep coming; a stream that stops or stalls for ``STALL_S`` is lost, closed, and
 reopened with a growing back-off (``RETRY_FIRST_S`` to ``RETRY_MAX_S``), so the audio resumes
-within 2 s of the device coming back. On a reload it reopens the stream when the device
-settings or the channel counts change, and otherwise crossfades a new engine in under the
-running stream. It also makes the meters' once-a-second reading (the peak interval is closed
-by the callback on request, so a reading covers exactly one interval).
+within 2 s of the device coming back. A device that runs at another rate than the engine
+(a JACK server at 44.1 kHz, a sound card that does not take the configured rate) is not
+retried at the wrong rate: the running config with the session at the device's rate is put
+in force through the reload's own path (:meth:`~studiod.daemon.runtime.Daemon.apply_config`:
+a new engine with every value carried over, meters, loudness log and reference player at
+the new rate), which reopens the stream; back at the configured rate, the same way. On a
+reload it reopens the stream when the device settings, the channel counts or the rate
+change, and otherwise crossfades a new engine in under the running stream. It also makes
+the meters' once-a-second reading (the peak interval is closed by the callback on request,
+so a reading covers exactly one interval).
 """
 
 from __future__ import annotations
@@ -25,15 +31,18 @@ from studiod.daemon import realtime
 from studiod.daemon.audio import (
     AudioCore,
     DeviceError,
+    DeviceRateError,
     JackDevice,
     MeterReading,
     PortAudioDevice,
     VirtualDevice,
 )
 from studiod.daemon.components import Component, Plan
-from studiod.daemon.config import Config
+from studiod.daemon.config import Config, at_samplerate
+from studiod.daemon.reference import resample
 from studiod.daemon.rtstate import METER_MASTER, METER_MONITOR
 from studiod.dsp.engine import Engine
+from studiod.dsp.session import SAMPLERATES
 
 log = logging.getLogger("studiod")
 
@@ -102,6 +111,7 @@ class AudioComponent(Component):
         self._seen_callbacks = 0
         self._seen_at = 0.0
         self._placement = realtime.Placement()
+        self._device_rate: tuple[int, str] | None = None  # (Hz, why) for the engine to follow
 
     # -- lifecycle ----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -167,6 +177,8 @@ class AudioComponent(Component):
 
     def tick(self, now: float) -> None:
         self._supervise_device(now)
+        if self._device_rate is not None:  # a device that runs at another rate
+            self._follow_rate()
         self._placement.follow(self.core.audio_thread_id)
         self.follow_system()
 
@@ -176,8 +188,34 @@ class AudioComponent(Component):
             device=getattr(self.device, "name", None),
             device_state=self.device_state,
             device_losses=self.device_losses,
+            samplerate=self.core.samplerate if self.core else None,
+            configured_samplerate=self.host.config.audio.samplerate,
         )
         return out
+
+    def status_line(self) -> str:
+        """The rate, in the status texts, while it is not the configured one."""
+        cfg = self.host.config
+        if cfg.session.samplerate == cfg.audio.samplerate:
+            return ""
+        return f"{cfg.session.samplerate} Hz (configured {cfg.audio.samplerate} Hz)"
+
+    def _follow_rate(self) -> None:
+        """Rebuild the engine at the rate the device runs at, through the reload machinery
+        (the stream reopens at the new rate); logged once per change of rate."""
+        (rate, why), self._device_rate = self._device_rate, None
+        cfg = self.host.config
+        if rate == cfg.session.samplerate:
+            return
+        if rate == cfg.audio.samplerate:
+            log.info("the device runs at the configured %d Hz again: the engine runs at %d Hz",
+                     rate, rate)  # fmt: skip
+        else:
+            log.warning("the device runs at %d Hz, not the configured %d Hz: the engine runs "
+                        "at %d Hz (%s)", rate, cfg.audio.samplerate, rate, why)  # fmt: skip
+        what = self.host.apply_config(at_samplerate(cfg, rate))
+        log.debug("engine rebuilt at %d Hz: %s", rate, ", ".join(what))
+        self.host.notifier.status(self.host.status_text())
 
     # -- meters -------------------------------------------------------------------------
     def poll_reading(self, now: float) -> MeterReading | None:
@@ -226,7 +264,9 @@ class AudioComponent(Component):
             max_frames(cfg),
         )
         if programme is not None:
-            core.set_loop(programme)
+            # made at [audio] samplerate: an engine at the device's rate plays it resampled,
+            # at its pitch and tempo
+            core.set_loop(resample(programme, cfg.audio.samplerate, engine.samplerate))
         return core
 
     def _open_device(self, first: bool = False, config: Config | None = None) -> bool:
@@ -234,6 +274,21 @@ class AudioComponent(Component):
         try:
             device = self.host.device_factory(cfg.audio, core)
             device.start()
+        except DeviceRateError as exc:
+            if exc.samplerate in SAMPLERATES:
+                # not a failure to retry: the engine follows the device (rebuilt at that
+                # rate and the stream reopened at the end of this tick or the next)
+                self._device_rate = (exc.samplerate, str(exc))
+            else:
+                now = time.monotonic()
+                if first or now - self._retry_logged >= RETRY_LOG_S:
+                    self._retry_logged = now
+                    log.error("audio device: %s; the engine runs at %s Hz only (retrying)",
+                              exc, ", ".join(map(str, SAMPLERATES)))  # fmt: skip
+            if first:
+                self.device_state = "lost"
+                self._lost_at = time.monotonic()
+            return False
         except (DeviceError, OSError) as exc:
             now = time.monotonic()
             if first or now - self._retry_logged >= RETRY_LOG_S:

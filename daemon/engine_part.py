@@ -7,9 +7,10 @@ crossfades it in under the running stream. Its tick designs what the engine asks
 (``engine.service``).
 
 :class:`StateComponent` restores every parameter value at start, applies ``[params]`` after
-them (all at start and after a session change; what changed on a plain reload), saves
+them (all at start and after a change of the session's graph; what changed otherwise), saves
 changes crash-safely (debounced, :mod:`studiod.daemon.state`), and moves to a new ``[state]``
-directory on reload.
+directory on reload. A session that changes only its samplerate (the engine following the
+device's rate) carries every value over and applies no ``[params]`` again: live values hold.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class StateComponent(Component):
     def apply(self, plan: Plan) -> str | None:
         old, new = plan.old, plan.new
         what = []
-        if plan.session:  # a new engine: every [params] value again
+        if plan.graph:  # another graph: every [params] value again
             self.apply_params(new.params, initial=True)
         else:
             self.apply_params(new.params, old=old.params)

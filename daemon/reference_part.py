@@ -39,7 +39,10 @@ class ReferenceComponent(Component):
         self._source = "mix"
 
     def prepare(self) -> None:
-        self.player = self._build(self.host.config)
+        self._start(self.host.config)
+
+    def _start(self, config) -> None:
+        self.player = self._build(config)
         self.host.core.set_player(self.player)
         for address, handler in self._commands().items():
             self.host.hub.bind(address, handler)
@@ -76,7 +79,7 @@ class ReferenceComponent(Component):
         if not plan.touches(self.sections):
             return None
         self.stop()
-        self.prepare()
+        self._start(plan.new)  # the host still holds the old config while plans apply
         return "reference"
 
     def tick(self, now: float) -> None:

@@ -7,7 +7,11 @@ stream runs, then frozen out of the cyclic collector), starts them in order, tel
 it is ready, and stops them in reverse. A reload is a diff
 (:func:`~studiod.daemon.components.config_diff`) handed to each component; a component the
 new config switches on or off is built or stopped. One :class:`ControlHub` lives as long
-as the daemon; engines come and go behind it.
+as the daemon; engines come and go behind it. When the device runs at another rate than
+the engine, the engine follows it: the audio component puts the running config with the
+session at the device's rate in force (:meth:`Daemon.apply_config`, the reload's own path).
+:attr:`Daemon.config` is the config in force: ``audio.samplerate`` the configured rate,
+``session.samplerate`` the engine's.
 
 The control loop runs on the main thread at ``CONTROL_HZ``: each component's tick (the
 engine designs what it was asked for, the device is supervised, state is saved), the
@@ -40,7 +44,7 @@ import numpy as np
 from studiod.controllers.hub import ControlHub
 from studiod.daemon.audio import MeterReading, MonitorSource
 from studiod.daemon.components import Component, build_components, config_diff
-from studiod.daemon.config import Config, ConfigError, load_config
+from studiod.daemon.config import Config, ConfigError, keep_samplerate, load_config
 from studiod.daemon.device import DeviceFactory, apply_switch_interval, default_device_factory
 from studiod.daemon.device import prime as prime  # re-exported for embedders
 from studiod.daemon.notify import Notifier
@@ -195,9 +199,9 @@ class Daemon(_Hooks):
         programme: np.ndarray | None = None,
         any_free_port: bool = False,
     ):
-        """``programme``: looped into the engine inputs (the demo); ``any_free_port``: when
-        the configured OSC or OSCQuery port is in use, take any free one instead of leaving
-        the server off (the demo)."""
+        """``programme``: looped into the engine inputs (the demo), made at ``[audio]
+        samplerate``; ``any_free_port``: when the configured OSC or OSCQuery port is in use,
+        take any free one instead of leaving the server off (the demo)."""
         self.config = config
         self.device_factory = device_factory or default_device_factory
         self.notifier = notifier or Notifier()
@@ -360,7 +364,7 @@ class Daemon(_Hooks):
             return False
         self.notifier.reloading()
         try:
-            new = load_config(path)
+            new = keep_samplerate(self.config, load_config(path))  # a followed rate stays
         except ConfigError as exc:
             self.reload_failures += 1
             log.error("reload refused, keeping the running config: %s", exc)
@@ -368,12 +372,13 @@ class Daemon(_Hooks):
             return False
         old = self.config
         try:
-            self._apply_reload(old, new)
+            what = self.apply_config(new)
         except Exception as exc:
             self.reload_failures += 1
             log.exception("reload failed, keeping the running config: %s", exc)
             self.notifier.ready(self.status_text())
             return False
+        log.info("reloaded %s: %s", new.name, ", ".join(what) or "no changes")
         self.reloads += 1
         self.notifier.ready(self.status_text())
         for listener in list(self._reload_listeners.values()):
@@ -383,7 +388,9 @@ class Daemon(_Hooks):
                 log.exception("reload listener failed")
         return True
 
-    def _apply_reload(self, old: Config, new: Config) -> None:
+    def apply_config(self, new: Config) -> list[str]:
+        """Put ``new`` in force, each component taking its part; returns what changed."""
+        old = self.config
         plan = config_diff(old, new)
         what = []
         wanted = build_components(self, new)
@@ -406,7 +413,7 @@ class Daemon(_Hooks):
                 what.append(f"{part.name} on")
         if "log" in plan.changed and new.log.level != old.log.level:
             logging.getLogger("studiod").setLevel(new.log.level.upper())
-        log.info("reloaded %s: %s", new.name, ", ".join(what) or "no changes")
+        return what
 
     # ------------------------------------------------------------------------------------
     # the control tick

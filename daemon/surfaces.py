@@ -226,7 +226,8 @@ class MdnsComponent(Component):
         if surfaces is None or surfaces.mdns is None:
             return None
         self.surfaces = surfaces
-        if plan.touches(self.sections) or self.discovery is None:
+        # the TXT records name the channels and systems: a new samplerate leaves them be
+        if plan.touches(("mdns", "osc")) or plan.graph or self.discovery is None:
             self._restart()
             return "mdns"
         return None

@@ -50,19 +50,22 @@ _LATE = re.compile(
 
 
 class JackServer:
-    """``jackd -d dummy -r 48000 -p PERIOD`` with 8 capture and 8 playback ports. Its
-    messages are kept with their arrival time (see :meth:`late_clients`)."""
+    """``jackd -d dummy -r SAMPLERATE -p PERIOD`` with 8 capture and 8 playback ports (set
+    ``samplerate`` before a :meth:`start` to restart it at another rate). Its messages are
+    kept with their arrival time (see :meth:`late_clients`)."""
 
-    def __init__(self, period: int = 128):
+    def __init__(self, period: int = 128, samplerate: int = FS):
         self.name = f"studiod-e2e-{uuid.uuid4().hex[:8]}"
         self.period = period
+        self.samplerate = samplerate
         self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
         self.proc: subprocess.Popen | None = None
         self.messages: list[tuple[float, str]] = []
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["jackd", "-d", "dummy", "-r", str(FS), "-p", str(self.period), "-C", "8", "-P", "8"],
+            ["jackd", "-d", "dummy", "-r", str(self.samplerate), "-p", str(self.period), "-C", "8",
+             "-P", "8"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             preexec_fn=die_with_parent,
         )  # fmt: skip
@@ -156,6 +159,23 @@ class DaemonProcess:
                     self.status = line[7:]
             if "READY=1" in message:
                 return
+
+    def wait_status(self, predicate, timeout: float = 20.0) -> str:
+        """The next STATUS= text for which ``predicate(text)`` is true (earlier ones are
+        read and passed over)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                message = self.sock.recv(4096).decode()
+            except TimeoutError:
+                raise TimeoutError(f"no such STATUS= within {timeout} s (last: {self.status!r})"
+                                   f":\n{self.log()}") from None  # fmt: skip
+            for line in message.split("\n"):
+                if line.startswith("STATUS="):
+                    self.status = line[7:]
+                    if predicate(self.status):
+                        return self.status
 
     def reload(self) -> None:
         self.proc.send_signal(signal.SIGHUP)

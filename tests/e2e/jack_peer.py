@@ -1,5 +1,6 @@
 """A JACK client for the end-to-end tests: plays a signal into the daemon's inputs and
-records its outputs (PortAudio through sounddevice, in its own process).
+records its outputs (PortAudio through sounddevice, in its own process, at the server's
+rate).
 
     python -m tests.e2e.jack_peer NAME INPUTS OUTPUTS
 
@@ -43,8 +44,9 @@ def main() -> int:
                 state["rec"] = None
                 done.set()
 
+    rate = int(dev["samplerate"])  # the JACK server's: a JACK client runs at no other
     stream = sd.Stream(device=(dev["index"], dev["index"]), channels=(n_in, n_out),
-                       samplerate=48000, dtype="float32", callback=callback)  # fmt: skip
+                       samplerate=rate, dtype="float32", callback=callback)  # fmt: skip
     stream.start()
     print("ready", flush=True)
     for line in sys.stdin:
@@ -56,7 +58,7 @@ def main() -> int:
             state["pos"] = 0
             print("ok", flush=True)
         elif words[0] == "record":
-            buf = np.zeros((int(float(words[1]) * 48000), n_in), np.float32)
+            buf = np.zeros((int(float(words[1]) * rate), n_in), np.float32)
             done.clear()
             state["n"] = 0
             state["rec"] = buf

@@ -59,17 +59,20 @@ def write_config(tmp_path, params: str = "", extra: str = ""):
     return path
 
 
-def programme(seconds: float = 2.0) -> np.ndarray:
-    t = np.arange(int(seconds * FS)) / FS
+def programme(seconds: float = 2.0, fs: int = FS) -> np.ndarray:
+    t = np.arange(int(seconds * fs)) / fs
     return np.column_stack([A1 * np.sin(2 * np.pi * F1 * t), A2 * np.sin(2 * np.pi * F2 * t)])
 
 
-def amplitudes(x: np.ndarray, freqs_hz: tuple[float, ...], chunk_s: float = 0.04) -> np.ndarray:
-    """Peak amplitude of each ``freqs_hz`` component: a least-squares fit of those sines
-    (and DC) in 40 ms chunks, median over the chunks. Independent of phase, and a JACK xrun
-    (a skipped or repeated period shifts the phase) spoils only the chunk it falls in."""
-    n = int(chunk_s * FS)
-    t = np.arange(n) / FS
+def amplitudes(
+    x: np.ndarray, freqs_hz: tuple[float, ...], chunk_s: float = 0.04, fs: int = FS
+) -> np.ndarray:
+    """Peak amplitude of each ``freqs_hz`` component of ``x`` (at ``fs``): a least-squares
+    fit of those sines (and DC) in 40 ms chunks, median over the chunks. Independent of
+    phase, and a JACK xrun (a skipped or repeated period shifts the phase) spoils only the
+    chunk it falls in."""
+    n = int(chunk_s * fs)
+    t = np.arange(n) / fs
     basis = [np.ones(n)]
     for f0 in freqs_hz:
         basis += [np.sin(2 * np.pi * f0 * t), np.cos(2 * np.pi * f0 * t)]
@@ -78,9 +81,9 @@ def amplitudes(x: np.ndarray, freqs_hz: tuple[float, ...], chunk_s: float = 0.04
     return np.median(np.hypot(coefs[1::2], coefs[2::2]), axis=1)
 
 
-def amplitude(x: np.ndarray, freq_hz: float, chunk_s: float = 0.04) -> float:
+def amplitude(x: np.ndarray, freq_hz: float, chunk_s: float = 0.04, fs: int = FS) -> float:
     """Peak amplitude of the ``freq_hz`` component, fitted with both test tones."""
-    return float(amplitudes(x, (freq_hz, *({F1, F2} - {freq_hz})), chunk_s)[0])
+    return float(amplitudes(x, (freq_hz, *({F1, F2} - {freq_hz})), chunk_s, fs)[0])
 
 
 def db(x: float) -> float:
