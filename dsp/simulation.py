@@ -1,4 +1,5 @@
-"""Monitor-section simulations: how the mix will sound in a car, on earbuds, a phone, a laptop.
+"""Monitor-section simulations: how the mix will sound in a car, on earbuds, a phone, a laptop,
+a TV, in a club.
 
 Each simulation is data (:class:`SimulationSpec`): EQ biquads ``(kind, freq_hz, q, gain_db)``,
 Butterworth band limits, a stereo width (0 = mono sum), optional light-compression settings
@@ -9,7 +10,8 @@ monitors, i.e. what changes when the same mix is played there.
 The target points are representative values that we chose inside the ranges and shapes the
 cited sources report; they are not digitised from one measured device (device-to-device
 spread in every class is several dB). tests/dsp/test_simulation.py checks that the biquads
-hit every target within ±1 dB at 44.1, 48 and 96 kHz (fitted worst case 0.65 dB).
+hit every target within ±1 dB at 44.1, 48 and 96 kHz (fitted worst case 0.65 dB, car; tv
+0.43, club 0.61).
 
 ========  ==================================================  =================================
 chain     target points (Hz: dB re chain input)              basis
@@ -27,6 +29,13 @@ phone     300: -18, 500: -5, 800: +3, 2k: +1.5, 4k: +2,       micro-speaker reso
 laptop    100: -16, 150: -6, 200: 0, 1k: +1, 2.5k: +3,        small drivers, f3 ~ 170 Hz,
           10k: 0 (width 0.6)                                  presence peak; narrow speaker
                                                               spacing [7][9][10]
+tv        70: -20, 100: -11, 150: -4, 200: -1, 1k: 0,         small drivers in a thin cabinet,
+          3k: -3, 5k: -1, 10k: -6 (width 0.5)                 f3 ~ 175 Hz; down/rear-firing:
+                                                              boundary dip, HF off axis; DSP
+                                                              limiting [7][9][11][12][13][14]
+club      30: +6, 45: +9, 63: +9, 100: +5, 200: +1, 1k: 0,    subwoofers run ~10 dB hot; air
+          4k: -0.6, 8k: -2.6, 12k: -5.5, 16k: -9.1 (mono)     absorption over 25 m; system
+                                                              limiters [9][15][16]
 ========  ==================================================  =================================
 
 Realisation (what the filters are):
@@ -49,6 +58,25 @@ Realisation (what the filters are):
   ±17° instead of the ±30° of a standard stereo triangle; by the stereophonic law of sines
   [10] every phantom image shrinks by sin(17°)/sin(30°) = 0.58. Compression -10 dB, 3:1,
   2/150 ms for the laptop's output limiter.
+* tv: high-pass 175 Hz Q 0.8 (small drivers in a cabinet a few cm deep: a sealed-box
+  2nd-order roll-off [7], the low-frequency extension of 150-200 Hz typical of flat panels
+  in [11]), 2nd-order Butterworth high-pass 80 Hz (the audio DSP's excursion protection
+  [9]), peak 3 kHz -3 dB Q 3 (drivers fire down or back, so the listener hears them via the
+  stand or wall: the interference dip of a nearby boundary [12] and the facing-direction
+  dependence measured in [14]; the frequency is our choice), 2nd-order low-pass 8 kHz (the
+  listener is far off the drivers' axis, where small cones lose the top octave). Width 0.5:
+  speakers ~1.1 m apart at 3 picture heights (2.05 m for a 55-inch panel [13]) span ±15°,
+  so by the law of sines [10] sin(15°)/sin(30°) = 0.52. Compression -15 dB, 3:1, 5/200 ms
+  for the TV's dynamic range control and limiter ([11] measures it at high volume).
+* club: low shelf 100 Hz Q 0.7 +10 dB (subwoofers run about 10 dB above the tops, as
+  measured in a dance club in [15]), 4th-order Butterworth high-pass 31 Hz (the subwoofers'
+  tuning and their processor's subsonic filter [9]), high shelf 10 kHz Q 0.6 -8 dB and
+  2nd-order low-pass 16.5 kHz (air absorption over 25 m at 20 °C and 50 % relative
+  humidity, ISO 9613-1 [16], re 1 kHz: -0.6 dB at 4k, -2.6 at 8k, -5.5 at 12k, -9.1 at
+  16k; the horns themselves are equalised flat on axis by the system processor). Mono:
+  off the centre line one stack dominates (the car's argument, stronger), and dance
+  systems are commonly run in mono - our representative choice. Compression -18 dB, 4:1,
+  3/250 ms for the system processor's limiters, run hard at club levels [9].
 
 Sources:
 [1] F. E. Toole, "The measurement and calibration of sound reproducing systems", JAES
@@ -77,6 +105,24 @@ Sources:
     2006 (why small transducers are high-passed and limited: excursion).
 [10] B. B. Bauer, "Phasor analysis of some stereophonic phenomena", JASA 33(11), 1961
     (stereophonic law of sines).
+[11] RTINGS.com, "Frequency response of TVs", test methodology and results
+    (https://www.rtings.com/tv/tests/sound-quality/frequency-response): low-frequency
+    extension, response error and dynamic range compression of TV speakers measured at
+    70 dB SPL, 80 dB SPL and maximum volume.
+[12] F. E. Toole, "Sound Reproduction: Loudspeakers and Rooms", Focal Press, 2008, chapter
+    "Adjacent-boundary and loudspeaker mounting effects"; R. F. Allison, "The influence of
+    room boundaries on loudspeaker power output", JAES 22(5), 1974.
+[13] ITU-R BT.500, "Methodology for the subjective assessment of the quality of television
+    pictures": preferred viewing distance about 3 picture heights for 1080-line HDTV.
+[14] "Effect analysis of loudspeaker's placement angle and direction on frequency response
+    and sound pressure level in TV applications", Archives of Acoustics
+    (https://acoustics.ippt.pan.pl/index.php/aa/article/view/2777): a flat-panel TV's
+    speaker measured facing down, back and forward.
+[15] S. Berkow, "Interaction of low frequency drivers and subwoofers in dance systems",
+    SIA-Smaart Pro case study #9, SIA Software: a 1000-person club whose subwoofers ran
+    about 10 dB hotter than the rest of the system, "not uncommon in dance clubs".
+[16] ISO 9613-1:1993, "Acoustics - Attenuation of sound during propagation outdoors - Part
+    1: Calculation of the absorption of sound by the atmosphere" (eqs. 3 to 5).
 """
 
 from __future__ import annotations
@@ -198,6 +244,48 @@ SIMULATIONS: dict[str, SimulationSpec] = {
         width=0.6,
         compression=CompressionSettings(-10.0, 3.0, 2.0, 150.0),
         targets=((100, -16.0), (150, -6.0), (200, 0.0), (1000, 1.0), (2500, 3.0), (10000, 0.0)),
+    ),
+    "tv": SimulationSpec(
+        description="flat-panel TV speakers",
+        filters=(("highpass", 175.0, 0.8, 0.0), ("peak", 3000.0, 3.0, -3.0)),
+        highpass_hz=80.0,
+        highpass_order=2,
+        lowpass_hz=8000.0,
+        lowpass_order=2,
+        width=0.5,
+        compression=CompressionSettings(-15.0, 3.0, 5.0, 200.0),
+        targets=(
+            (70, -20.0),
+            (100, -11.0),
+            (150, -4.0),
+            (200, -1.0),
+            (1000, 0.0),
+            (3000, -3.0),
+            (5000, -1.0),
+            (10000, -6.0),
+        ),
+    ),
+    "club": SimulationSpec(
+        description="club / PA, on the dance floor",
+        filters=(("lowshelf", 100.0, 0.7, 10.0), ("highshelf", 10000.0, 0.6, -8.0)),
+        highpass_hz=31.0,
+        highpass_order=4,
+        lowpass_hz=16500.0,
+        lowpass_order=2,
+        width=0.0,
+        compression=CompressionSettings(-18.0, 4.0, 3.0, 250.0),
+        targets=(
+            (30, 6.0),
+            (45, 9.0),
+            (63, 9.0),
+            (100, 5.0),
+            (200, 1.0),
+            (1000, 0.0),
+            (4000, -0.6),
+            (8000, -2.6),
+            (12000, -5.5),
+            (16000, -9.1),
+        ),
     ),
 }
 

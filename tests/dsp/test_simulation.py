@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.signal as ss
 
+from studiod.dsp.session import SIMULATIONS as SIMULATION_NAMES
 from studiod.dsp.simulation import SIMULATIONS, Simulation, design_simulation
 
 RATES = (44100, 48000, 96000)
@@ -44,7 +45,7 @@ def test_phone_is_mono():
     assert SIMULATIONS["phone"].mono
 
 
-@pytest.mark.parametrize("name", ["car", "laptop", "earbuds"])
+@pytest.mark.parametrize("name", ["car", "laptop", "earbuds", "tv"])
 def test_width_scales_the_side(name):
     samplerate = 48000
     x = np.random.default_rng(10).standard_normal((4000, 2)) * 0.2
@@ -77,6 +78,10 @@ def test_block_size_invariance():
         sim = Simulation(name, 48000)
         parts = np.concatenate([sim.process(x[i : i + 64]) for i in range(0, len(x), 64)])
         np.testing.assert_allclose(parts, whole, atol=1e-12)
+
+
+def test_every_simulation_is_offered():
+    assert SIMULATION_NAMES == ("none", *SIMULATIONS)
 
 
 def test_spec_data_is_sane():
