@@ -408,7 +408,8 @@ def make_simulation_state(name: str, samplerate: float) -> tuple[np.ndarray, np.
 class Simulation:
     """One monitor simulation (filters + width/mono) on stereo audio, for offline use and tests.
 
-    Compression (``spec.compression``) is not applied here; the engine runs it afterwards.
+    Compression (``spec.compression``) and the make-up gain (:func:`makeup_gain_db`) are not
+    applied here; the engine runs them afterwards.
 
     >>> sim = Simulation("phone", samplerate=48000)
     >>> y = sim.process(x)  # x: (n, 2)
@@ -496,11 +497,12 @@ def _kweighting(samplerate: float) -> np.ndarray:
 def filter_change_db(name: str, samplerate: float, mono_input: bool = False) -> float:
     """K-weighted loudness change (dB) of the chain's filters and width on the reference noise,
     in closed form: the pink spectrum is flat in log f, so the K-weighted power is the mean
-    over ln f of ``|K|^2 |H|^2`` (trapezoids on 20001 log-spaced points); the width scales
-    the side's power (``(1 - rho) / 2`` of each channel's) by ``width^2`` and leaves the mid
-    (``(1 + rho) / 2``). ``mono_input``: the system already sums to mono (no side left)."""
+    over ln f of ``|K|^2 |H|^2`` (trapezoids on 2001 log-spaced points, within 1e-6 dB of
+    20001); the width scales the side's power (``(1 - rho) / 2`` of each channel's) by
+    ``width^2`` and leaves the mid (``(1 + rho) / 2``). ``mono_input``: the system already
+    sums to mono (no side left)."""
     spec = SIMULATIONS[name]
-    freq_hz = np.geomspace(CAL_LOW_HZ, min(CAL_HIGH_HZ, 0.45 * samplerate), 20001)
+    freq_hz = np.geomspace(CAL_LOW_HZ, min(CAL_HIGH_HZ, 0.45 * samplerate), 2001)
     log_f = np.log(freq_hz)
     weighted = _power_response(_kweighting(samplerate), freq_hz, samplerate)
     through = weighted * _power_response(design_simulation(name, samplerate), freq_hz, samplerate)
@@ -558,11 +560,13 @@ def compressor_change_db(name: str, samplerate: float, mono_input: bool = False)
     return _compressor_changes_db(float(samplerate))[name, bool(mono_input)]
 
 
+@lru_cache(maxsize=64)
 def makeup_gain_db(name: str, samplerate: float, mono_input: bool = False) -> float:
     """The make-up gain (dB) that gives the reference noise through the whole chain (filters,
     width, compressor, then this gain) the K-weighted loudness it has without the chain.
 
-    mono_input: the chain sits on a mono system (the system sums L and R before it)."""
+    mono_input: the chain sits on a mono system (the system sums L and R before it).
+    Cached: an engine rebuilt at the same rate (a reload) does not design it again."""
     return -(
         filter_change_db(name, samplerate, mono_input)
         + compressor_change_db(name, samplerate, mono_input)
