@@ -113,7 +113,7 @@ from studiod.dsp.layout import (
 from studiod.dsp.registry import ENUM, FADER_OFF_DB, Param, Registry
 from studiod.dsp.session import MAX_BLOCK_FRAMES, Session
 from studiod.dsp.session import SIMULATIONS as SIMULATION_NAMES
-from studiod.dsp.simulation import SIMULATIONS, design_simulation
+from studiod.dsp.simulation import KNEE_DB, SIMULATIONS, design_simulation, makeup_gain_db
 
 TICK = 32  # samples between parameter-smoothing steps (0.67 ms at 48 kHz)
 PARAM_SMOOTH_MS = 20.0
@@ -131,6 +131,7 @@ REVERB_MOD_RATE_HZ = 0.5
 DELAY_GLIDE_MS = 100.0
 FX_REVERB = 0
 FX_DELAY = 1
+SIM_MAKEUP = 5  # sim_comp's column of the make-up gain on a stereo system; + 1: on a mono one
 DITHER_SHAPING = "wannamaker9"  # F-weighted, Wannamaker 1992 (see dsp/dither.py)
 QUEUE_SIZE = 4096
 
@@ -271,7 +272,8 @@ EngineState = namedtuple(
         "sys_buf",  # float64[N, 2]
         "sys_comp",  # dynamics.CompressorArrays of 2 lanes, each array stacked over S
         "sys_comp_on",  # bool[S]: the system's simulation compresses
-        "sim_comp",  # float64[simulations, 5]: threshold, ratio, attack, release, on
+        "sim_comp",  # float64[simulations, 7]: threshold, ratio, attack, release, on,
+        # make-up dB on a stereo system, on a mono one (SIM_MAKEUP + mono)
         "sys_safety_coefs",  # float64[S, SAFETY_COEFS, 2]
         "sys_safety",  # safety limiter state (buf, gain, nonfinite, write_pos), stacked over S
         "sys_delay",  # float64[S, D, 2] ring buffers
@@ -686,7 +688,13 @@ def _update_system(s, m):
         on = cur[base + SYS_ON]
     else:
         on = 1.0 if int(cur[s.bases[1] + MON_SYSTEM]) == s.sys_flags[m, 2] else 0.0
-    s.sys_g[1, m] = on * _db_to_gain(cur[base + SYS_TRIM])
+    sim = int(cur[base + SYS_SIM])
+    sc = s.sim_comp[sim]
+    # The simulation's make-up gain (its loudness matching, dsp/simulation.py) rides on the
+    # system's gliding gain; its compressor's threshold moves up with it, so the compressor
+    # acts exactly as it would before the gain (its curve and detector work in dB).
+    makeup_db = sc[SIM_MAKEUP + s.sys_flags[m, 0]]
+    s.sys_g[1, m] = on * _db_to_gain(cur[base + SYS_TRIM] + makeup_db)
     if s.sys_cue[m] >= 0:
         s.sys_cue_g[1, m] = cur[base + SYS_CUE]
     sec = s.scratch[:SYS_SECTIONS]
@@ -696,15 +704,13 @@ def _update_system(s, m):
             for lane in range(2):
                 s.sys_coefs[m, k, j, lane] = sec[k, j]
     s.sys_delay_n[m] = round(cur[base + SYS_DELAY] * 1e-3 * fs)
-    sim = int(cur[base + SYS_SIM])
-    sc = s.sim_comp[sim]
     s.sys_comp_on[m] = sc[4] > 0.0
     for side in range(2):
         lim.design_safety_limiter(
             cur[base + SYS_LIMIT], SAFETY_RELEASE_MS, fs, s.sys_safety_coefs[m, :, side]
         )
         dynamics.design_compressor(
-            sc[0], sc[1], 6.0, sc[2], sc[3], 0.0, fs, s.sys_comp.coefs[m, :, side]
+            sc[0] + makeup_db, sc[1], KNEE_DB, sc[2], sc[3], 0.0, fs, s.sys_comp.coefs[m, :, side]
         )
 
 
@@ -1413,18 +1419,20 @@ class Engine:
         pair = dynamics.make_compressor_arrays(2)
         pair.link[:] = (1, 0)
         sys_comp = dynamics.CompressorArrays(*_stack([pair] * n_sys, pair))
-        sim_comp = np.zeros((len(SIMULATION_NAMES), 5))
+        sim_comp = np.zeros((len(SIMULATION_NAMES), SIM_MAKEUP + 2))
         sim_comp[:, :4] = (0.0, 1.0, 10.0, 100.0)
         for k, name in enumerate(SIMULATION_NAMES[1:], start=1):
             setting = SIMULATIONS[name].compression
             if setting is not None:
-                sim_comp[k] = (
+                sim_comp[k, :SIM_MAKEUP] = (
                     setting.threshold_db,
                     setting.ratio,
                     setting.attack_ms,
                     setting.release_ms,
                     1.0,
                 )
+            for mono in (0, 1):
+                sim_comp[k, SIM_MAKEUP + mono] = makeup_gain_db(name, fs, mono_input=bool(mono))
         fx_kinds = [f.kind for f in session.fx]
         fx_kind = np.array([FX_REVERB if k == "reverb" else FX_DELAY for k in fx_kinds], np.int64)
         fx_slot = np.array([fx_kinds[:f].count(k) for f, k in enumerate(fx_kinds)], np.int64)

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-SIMULATIONS = ("none", "car", "earbuds", "phone", "laptop")
+SIMULATIONS = ("none", "car", "earbuds", "phone", "laptop", "tv", "club")
 FX_KINDS = ("reverb", "delay")
 SAMPLERATES = (44100, 48000, 88200, 96000, 176400, 192000)
 MAX_BLOCK_FRAMES = 8192
