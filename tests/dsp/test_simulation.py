@@ -6,14 +6,16 @@ import pyloudnorm as pyln
 import pytest
 import scipy.signal as ss
 
+from studiod.dsp._makeup import MAKEUP_DB
 from studiod.dsp.engine import Engine
 from studiod.dsp.loudness import LoudnessMeter, kweighting_sos
+from studiod.dsp.session import SAMPLERATES, Session
 from studiod.dsp.session import SIMULATIONS as SIMULATION_NAMES
-from studiod.dsp.session import Session
 from studiod.dsp.simulation import (
     SIMULATIONS,
     Simulation,
     compressor_change_db,
+    design_makeup_db,
     design_simulation,
     filter_change_db,
     makeup_gain_db,
@@ -198,7 +200,7 @@ def test_makeup_is_designed_per_samplerate(name):
     compressor's measured steady state add up to it, and the rates agree (same analogue
     targets) within the compressor measurement's scatter."""
     for mono in (False, True):
-        gains = [makeup_gain_db(name, fs, mono) for fs in RATES]
+        gains = [design_makeup_db(name, fs, mono) for fs in RATES]
         for fs, gain in zip(RATES, gains, strict=True):
             total = filter_change_db(name, fs, mono) + compressor_change_db(name, fs, mono)
             assert gain == pytest.approx(-total, abs=1e-12)
@@ -207,6 +209,18 @@ def test_makeup_is_designed_per_samplerate(name):
         assert compressor_change_db(name, 48000) == 0.0
     else:
         assert compressor_change_db(name, 48000) < 0.0
+
+
+def test_the_makeup_table_is_the_design_at_every_session_rate():
+    """dsp/_makeup.py (``python -m studiod.dsp.simulation`` writes it) holds what the design
+    gives, to its 6 decimals, for every simulation at every rate a session may run at."""
+    assert sorted(MAKEUP_DB) == sorted(SAMPLERATES)
+    for fs in SAMPLERATES:
+        assert list(MAKEUP_DB[fs]) == list(SIMULATIONS), fs
+        for name in SIMULATIONS:
+            for mono in (False, True):
+                designed = design_makeup_db(name, fs, mono)
+                assert makeup_gain_db(name, fs, mono) == pytest.approx(designed, abs=1e-6)
 
 
 def test_filter_change_closed_form_matches_filtered_noise():
