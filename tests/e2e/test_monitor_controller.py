@@ -34,7 +34,9 @@ REF_HZ = 440.0
 REF_RATE = 44100  # the daemon resamples it to the engine's 48 kHz
 RAMP_SAMPLES = 144  # dsp.engine.GAIN_RAMP_MS (3 ms) at 48 kHz: the source crossfade
 
-CONFIG = """
+# The daemon of these tests: two channels (a tone on input 1, a bass on input 2), its
+# monitor section (CONFIG: the reference's pair; CUE_CONFIG: headphones and talkback), OSC.
+HEAD = """
 [audio]
 backend = "jack"
 client_name = "studiod"
@@ -46,11 +48,8 @@ inputs = 1
 [[session.channel]]
 name = "bass"
 inputs = 2
-[session.monitor]
-ext_inputs = [3, 4]
-[[session.monitor.system]]
-name = "studio"
-outputs = [1, 2]
+"""
+TAIL = """
 [state]
 dir = "state"
 [log]
@@ -62,6 +61,17 @@ enabled = false
 [midi]
 enabled = false
 """
+CONFIG = (
+    HEAD
+    + """
+[session.monitor]
+ext_inputs = [3, 4]
+[[session.monitor.system]]
+name = "studio"
+outputs = [1, 2]
+"""
+    + TAIL
+)
 
 
 def studiod(*args: str, timeout: float = 30.0) -> str:
@@ -267,18 +277,9 @@ def test_scene_save_change_ten_recall_all_restored_without_a_click(tmp_path):
         assert "snapshot 'verse' recalled" in log
 
 
-CUE_CONFIG = """
-[audio]
-backend = "jack"
-client_name = "studiod"
-block_frames = 128
-[session]
-[[session.channel]]
-name = "tone"
-inputs = 1
-[[session.channel]]
-name = "bass"
-inputs = 2
+CUE_CONFIG = (
+    HEAD
+    + """
 [session.monitor]
 talkback_input = 3
 [[session.monitor.system]]
@@ -297,17 +298,9 @@ cue = true
 [params]
 "/monitor/phones1/on" = 1
 "/monitor/phones2/on" = 1
-[state]
-dir = "state"
-[log]
-stats_interval_s = 0
-[osc]
-port = {port}
-[mdns]
-enabled = false
-[midi]
-enabled = false
 """
+    + TAIL
+)
 F_MIC = 3001.0
 A_MIC = 10 ** (-20 / 20)
 
