@@ -52,20 +52,29 @@ _LATE = re.compile(
 class JackServer:
     """``jackd -d dummy -r SAMPLERATE -p PERIOD`` with 8 capture and 8 playback ports (set
     ``samplerate`` before a :meth:`start` to restart it at another rate). Its messages are
-    kept with their arrival time (see :meth:`late_clients`)."""
+    kept with their arrival time (see :meth:`late_clients`).
 
-    def __init__(self, period: int = 128, samplerate: int = FS):
+    ``synchronous``: jackd ``-S``, where the driver waits for the whole graph every cycle, so
+    every client runs exactly once per period in graph order even when one is late (the
+    cycle is late instead). In jackd's default asynchronous mode a client that the OS has
+    not run by the next period is skipped for it and its peers read its previous period: a
+    recording then holds a repeated period that no client produced. Tests that measure a
+    signal's continuity use the synchronous mode; tests that count late cycles (jackd
+    reports them only in the asynchronous mode, JackEngine::ProcessCurrent) do not."""
+
+    def __init__(self, period: int = 128, samplerate: int = FS, synchronous: bool = False):
         self.name = f"studiod-e2e-{uuid.uuid4().hex[:8]}"
         self.period = period
         self.samplerate = samplerate
+        self.synchronous = synchronous
         self.env = dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
         self.proc: subprocess.Popen | None = None
         self.messages: list[tuple[float, str]] = []
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["jackd", "-d", "dummy", "-r", str(self.samplerate), "-p", str(self.period), "-C", "8",
-             "-P", "8"],
+            ["jackd", *(["-S"] if self.synchronous else []), "-d", "dummy", "-r",
+             str(self.samplerate), "-p", str(self.period), "-C", "8", "-P", "8"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             preexec_fn=die_with_parent,
         )  # fmt: skip
