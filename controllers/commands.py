@@ -31,7 +31,9 @@ class CommandError(ValueError):
 class Command:
     """address; types: the OSC type tags of the arguments ("" none, "s" a string, "ff" two
     floats); alternatives: further accepted type strings (a query form, e.g. ""); args: the
-    arguments' names for usage lines; replies: what the answer carries ("" none)."""
+    arguments' names for usage lines; replies: what the answer carries ("" none);
+    reads: the type strings with which it only reads (a client that may not change anything
+    may still send those)."""
 
     address: str
     types: str
@@ -39,6 +41,11 @@ class Command:
     description: str
     replies: str = ""
     alternatives: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+
+    def changes(self, types: str) -> bool:
+        """Whether the command sent with these OSC type tags changes anything."""
+        return types not in self.reads
 
     @property
     def usage(self) -> str:
@@ -60,7 +67,8 @@ COMMANDS: dict[str, Command] = {
                 "recall the scene NAME, crossfaded over /snapshot/fade ms",
                 replies="s name, i values refused"),
         Command("/snapshot/delete", "s", "name", "delete the scene NAME", replies="s name"),
-        Command("/snapshot/list", "", "", "the scenes saved", replies="s name ..."),
+        Command("/snapshot/list", "", "", "the scenes saved", replies="s name ...",
+                reads=("",)),
         Command("/player/load", "s", "path",
                 "load a reference track (WAV, FLAC, AIFF, OGG, MP3) from a path on the "
                 "daemon's machine, resampled to the engine's rate and measured",
@@ -70,7 +78,7 @@ COMMANDS: dict[str, Command] = {
                 replies="s path, f duration s, f integrated LUFS, f true peak dBTP"),
         Command("/player/position", "f", "seconds",
                 "seek the reference to SECONDS (no argument: ask where it is)",
-                replies="f seconds", alternatives=("",)),
+                replies="f seconds", alternatives=("",), reads=("",)),
         Command("/player/loop", "ff", "start end",
                 "loop the reference between START and END seconds (0 0: the whole track)",
                 replies="f start s, f end s"),

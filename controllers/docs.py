@@ -34,7 +34,11 @@ rate_limit_hz = 2000        # per client host (token bucket), burst = 500
 feedback_hz = 50            # feedback ticks per second; each address at most once a tick
 meter_hz = 10               # meter stream rate
 subscribe_ttl_s = 10        # /subscribe without a TTL lasts this long
-oscquery_port = 9001        # OSCQuery HTTP server (0: none)
+oscquery_port = 9001        # the HTTP server: OSCQuery, its WebSocket, /ui/, /metrics (0: none)
+password = ""               # WebSocket clients must give it before they change anything
+http_max_connections = 128  # more: the longest-idle connections are closed
+http_header_timeout_s = 10  # a request head must arrive within this
+http_idle_timeout_s = 30    # an idle keep-alive connection is closed after this
 
 [mdns]
 enabled = true              # advertise _osc._udp, _osc._tcp, _oscjson._tcp
@@ -67,6 +71,10 @@ liblo's `oscsend`, pairs with `oscdump`. Over TCP, feedback uses the connection.
 **Meters.** `/meters/loudness f momentary f short-term f integrated f true-peak` (LUFS,
 dBTP) and `/meters/channels f…` (peak dBFS per channel strip), at `meter_hz` to
 subscribers, or once on a query (no argument). Silence and undefined values read −144.
+`/meters/lra f` is the loudness range (LU, EBU Tech 3342) of what is heard since the
+meters' reset; `/meters/bus/NAME f f f f` each loudness-log bus's last second (`master` and
+every monitor system: momentary, short-term, integrated of the open programme segment,
+true peak); `/meters/dose s bus f percent …` today's noise dose of each calibrated bus.
 `/meters/correlation f` is the L/R correlation of what is heard over the last second
 (+1: mono compatible, below 0: out-of-phase content that cancels in mono; not sent in
 silence). `/meters/inputs` is gain staging: per channel strip, before trim and fader, `f`
@@ -97,13 +105,34 @@ oscsend 127.0.0.1 9000 /ch/1/fader                    # query: oscdump prints /c
 curl 'http://127.0.0.1:9001/ch/1/fader?VALUE'         # OSCQuery: {"VALUE": [-6.0]}
 ```
 
+**Methods are leaves.** As in OSC 1.0, every method is a leaf of the address tree: a
+toggle with settings of its own lives beside them (`/monitor/dim/on` and
+`/monitor/dim/level`), and the monitor systems have their own container
+(`/monitor/systems/car/trim`), so a system may be called anything, `mono` included. Older
+releases used `/monitor/dim`, `/monitor/reference` and `/monitor/NAME/...`: state files,
+scenes, `[params]`, MIDI profiles and OSC clients that still say so are read by the new
+names, with a note in the log.
+
 **Discovery and OSCQuery.** zeroconf advertises `_osc._udp` (and `_osc._tcp`) and
 `_oscjson._tcp` under "studiod on <host>", with TXT records `version`, `channels`,
 `systems`. The OSCQuery server (Vidvox OSCQuery proposal) serves the whole namespace at
 `GET /` with `TYPE`, `RANGE` (`MIN`/`MAX`, or `VALS` for enums), `VALUE` (live), `ACCESS`,
 `DESCRIPTION`, `UNIT`, `CLIPMODE`; `GET /path?ATTRIBUTE` for one attribute, `GET
-/?HOST_INFO` for the server; 404 unknown path, 400 unknown attribute, 204 attribute absent.
-WebSocket streaming (`LISTEN`) is not offered: use `/subscribe`.
+/?HOST_INFO` for the server (with `WS_PORT`: the WebSocket is on the same port); 404 unknown
+path, 400 unknown attribute, 204 attribute absent. Commands have `ACCESS` 0 (no value to
+read or set) and a `TYPE` for their arguments.
+
+**The WebSocket** (same port, any path, the proposal's streaming): send the text frame
+`{"COMMAND": "LISTEN", "DATA": "/ch/1/fader"}` and every change of that method, whoever
+makes it, arrives as a binary frame holding the OSC message (its current value first);
+`/meters/...` stream at 30 frames a second; `IGNORE` stops it. Binary frames you send are
+OSC packets, handled as over UDP (answers and `/error` come back as binary frames).
+`{"COMMAND": "PATH_CHANGED", "DATA": "/"}` arrives when the namespace changes (a reload
+with another session). With `password` set, send `{"COMMAND": "AUTH", "DATA": "..."}`
+(answered `{"COMMAND": "AUTH", "DATA": true}`) before changing anything; reading needs no
+password. A browser page from another origin may not open the socket (403). The
+[dashboard](dashboard.md) at `/ui/` is a client of this socket; `/metrics` is for
+Prometheus ([metrics](metrics.md)).
 
 **Latency and load** (`python benchmarks/bench_control.py`: the 16-channel engine paced in
 real time at 64 frames / 48 kHz, another process sending `/ch/1/fader` at a fixed rate):
@@ -142,11 +171,11 @@ def _template(address: str, session: Session) -> tuple[str, str]:
         kind = fx[parts[2]]
         parts[2] = "{fx}"
         scope = f"{kind} FX buses"
-    elif parts[1] == "monitor" and len(parts) > 3 and parts[2] in systems:
-        if parts[3:] == ["cue"]:
-            parts[2], scope = "{cue}", "cue systems"
+    elif parts[1:3] == ["monitor", "systems"] and len(parts) > 4 and parts[3] in systems:
+        if parts[4:] == ["cue"]:
+            parts[3], scope = "{cue}", "cue systems"
         else:
-            parts[2], scope = "{system}", "monitor systems"
+            parts[3], scope = "{system}", "monitor systems"
     return "/".join(parts), scope
 
 
@@ -221,7 +250,7 @@ def osc_api_page() -> str:
         "## Addresses\n\n"
         "The address space of the default 16-channel session (`{n}` a channel, `{group}`, "
         "`{fx}`, `{system}` the\nsession's buses and monitor systems; the "
-        "`/monitor/{system}/sim` default is the system's own\nsimulation):\n\n"
+        "`/monitor/systems/{system}/sim` default is the system's own\nsimulation):\n\n"
         f"{table}\n\n"
         "## Cue mixes and talkback\n\n"
         "A session with cue systems (`cue = true`) and a `talkback_input` has these as well "

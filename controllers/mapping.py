@@ -16,6 +16,7 @@ follows the parameter's taper (the console fader law for levels, log for frequen
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -27,7 +28,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from studiod.controllers.commands import COMMANDS
+from studiod.dsp.layout import describe_renames, renamed_address
 from studiod.dsp.registry import ENUM, TOGGLE, Param, ParamError
+
+log = logging.getLogger("studiod.midi")
 
 # --- vocabulary ---------------------------------------------------------------------------
 KINDS = ("cc", "cc14", "nrpn", "note", "pitchbend")
@@ -730,6 +734,7 @@ class Surface:
         self._nrpn_channels = {c.channel for c in controls if c.kind == "nrpn"}
         self._nrpn: dict[int, _NrpnState] = {ch: _NrpnState() for ch in self._nrpn_channels}
         self._registry = None
+        self._noted: set[str] = set()  # older addresses the log has been told about
         self._resolved: list[str | None] = []
         self._by_address: dict[str, list[int]] = {}
         self._active: list[bool] = []
@@ -765,7 +770,7 @@ class Surface:
                     c.target.format(strip=self.bank_offset + c.strip + 1) if c.banked else c.target
                 )
                 if address not in registry and address not in COMMANDS:
-                    address = None
+                    address = self._renamed(address, registry)
             resolved.append(address)
             if address is not None:
                 by_address.setdefault(address, []).append(i)
@@ -781,6 +786,18 @@ class Surface:
         self._dirty_display = True
         for s in self._state:
             s.picked_up = False
+
+    def _renamed(self, address: str, registry) -> str | None:
+        """Today's name of an older release's address in the profile (noted in the log once),
+        or None: a target this session has not (another session's channel, say)."""
+        new = renamed_address(address)
+        if new is None or new not in registry:
+            return None
+        if address not in self._noted:
+            self._noted.add(address)
+            where = f"MIDI profile {self.profile.name!r} ({self.profile.path or 'built in'})"
+            log.warning(describe_renames(where, [(address, new)]))
+        return new
 
     def _choose(self, indices: list[int]) -> int | None:
         """The control that answers a message in the current layer (else the base layer)."""

@@ -43,6 +43,15 @@ Protocol messages (not parameters):
     dBFS (the last block's), ``f`` RMS dBFS (since the previous message), ``f`` that RMS
     against the reference level (``[alerts] reference_dbfs``, default -18 dBFS), ``i``
     clipped samples since start (at or above -0.1 dBFS).
+``/meters/lra`` (stream, or query)
+    ``f`` the loudness range (EBU Tech 3342, LU) of what is heard since the meters' reset.
+``/meters/bus/NAME`` (stream, or query; NAME a bus of the loudness log: ``master`` and each
+monitor system)
+    ``f momentary_lufs, f shortterm_lufs, f integrated_lufs`` (of the open programme
+    segment) ``, f true_peak_dbtp``, from the loudness log's reading of the last second.
+``/meters/dose`` (stream, or query)
+    ``s bus, f percent`` for each calibrated bus: today's noise dose (NIOSH, 85 dBA for
+    8 h = 100 %).
 ``/alert s kind, s severity, s bus, s message`` (sent to subscribers)
     A live alert raised or cleared (severity ``clear``); see ``studiod.daemon.alerts``.
 ``/nudge s address, f delta`` / ``/step s address, i steps`` / ``/toggle s address``
@@ -89,6 +98,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pythonosc import osc_message, slip
 from pythonosc.osc_message import OscMessage
@@ -106,6 +116,7 @@ from studiod.controllers.oscpattern import (
     is_pattern,
 )
 from studiod.dsp.engine import QueueFull
+from studiod.dsp.layout import describe_renames, renamed_address
 from studiod.dsp.registry import ENUM, TOGGLE, Param, ParamError
 from studiod.dsp.session import unknown_keys
 
@@ -151,6 +162,22 @@ METERS_LOUDNESS = "/meters/loudness"
 METERS_CHANNELS = "/meters/channels"
 METERS_CORRELATION = "/meters/correlation"
 METERS_INPUTS = "/meters/inputs"
+METERS_LRA = "/meters/lra"
+METERS_DOSE = "/meters/dose"
+METERS_BUS = "/meters/bus/"  # + a loudness-log bus name
+METERS_PREFIX = "/meters/"
+METER_DESCRIPTIONS = {
+    METERS_LOUDNESS: "what is heard: momentary, short-term, integrated LUFS and the last "
+    "second's true peak dBTP (BS.1770-4)",
+    METERS_LRA: "what is heard: loudness range, LU (EBU Tech 3342)",
+    METERS_CHANNELS: "each channel strip's post-fader peak, dBFS",
+    METERS_CORRELATION: "what is heard: L/R correlation of the last second, -1 to +1",
+    METERS_INPUTS: "gain staging, per channel: peak dBFS, RMS dBFS, RMS re the reference "
+    "level dB, clipped samples",
+    METERS_BUS: "a loudness-log bus's last second: momentary, short-term, integrated LUFS "
+    "(open programme segment), true peak dBTP",
+    METERS_DOSE: "today's noise dose per calibrated bus: name, percent (NIOSH)",
+}
 # relative changes through the hub (as MIDI encoders and buttons make them): their usage
 _RELATIVE = {
     "/nudge": "takes s address, f delta (a fraction of the control range)",
@@ -160,6 +187,13 @@ _RELATIVE = {
 LOUDNESS_KEYS = ("momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp")
 
 MetersProvider = Callable[[], Mapping[str, object]]
+
+
+class Link(Protocol):
+    """Where a client of another transport gets its messages: ``send`` one OSC packet
+    without blocking, True if it was taken (dropping it when the client is behind)."""
+
+    def send(self, dgram: bytes) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -172,8 +206,13 @@ class OscConfig:
     rate_limit_hz/burst: per-client token bucket (messages per second, bucket size);
     feedback_hz: feedback ticks per second (each address at most once per tick);
     meter_hz: meter stream rate; subscribe_ttl_s/max_ttl_s: subscription lifetime;
-    max_subscribers: concurrent subscriptions; oscquery_port: the OSCQuery HTTP server
-    (0: none).
+    max_subscribers: concurrent subscriptions; oscquery_port: the HTTP server (OSCQuery,
+    its WebSocket, the dashboard and /metrics; 0: none); password: what a WebSocket client
+    must give before it may change anything (empty: no password; OSC over UDP/TCP has no
+    way to give one, the allow-list guards it); http_max_connections: HTTP connections held
+    at once (when more arrive, the longest-idle ones are closed); http_header_timeout_s: a
+    connection's request head must arrive within this; http_idle_timeout_s: an idle
+    keep-alive connection is closed after this.
     """
 
     host: str = "127.0.0.1"
@@ -189,6 +228,10 @@ class OscConfig:
     max_ttl_s: float = 3600.0
     max_subscribers: int = 32
     oscquery_port: int = 9001
+    password: str = ""
+    http_max_connections: int = 128
+    http_header_timeout_s: float = 10.0
+    http_idle_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         _check_port("port", self.port)
@@ -235,8 +278,9 @@ class OscConfig:
             values["allow"] = tuple(allow)
         if "tcp" in values and not isinstance(values["tcp"], bool):
             raise ValueError(f"osc.tcp: must be true or false, not {values['tcp']!r}")
-        if "host" in values and not isinstance(values["host"], str):
-            raise ValueError(f"osc.host: must be a string, not {values['host']!r}")
+        for key in ("host", "password"):
+            if key in values and not isinstance(values[key], str):
+                raise ValueError(f"osc.{key}: must be a string, not {values[key]!r}")
         return cls(**values)
 
 
@@ -248,8 +292,10 @@ _FLOAT_BOUNDS = {
     "meter_hz": 100.0,
     "subscribe_ttl_s": 86400.0,
     "max_ttl_s": 7 * 86400.0,
+    "http_header_timeout_s": 3600.0,
+    "http_idle_timeout_s": 86400.0,
 }
-_INT_BOUNDS = {"burst": 1_000_000, "max_subscribers": 1024}
+_INT_BOUNDS = {"burst": 1_000_000, "max_subscribers": 1024, "http_max_connections": 65536}
 
 
 def _check_port(key: str, port: object) -> None:
@@ -285,6 +331,53 @@ def build_message(address: str, args: Iterable[object] = ()) -> bytes:
         else:
             builder.add_arg(str(arg), OscMessageBuilder.ARG_TYPE_STRING)
     return builder.build().dgram
+
+
+def meter_values(meters: Mapping[str, object] | None) -> dict[str, list]:
+    """The meter streams' arguments by address, from a meters provider's mapping (see the
+    module docstring for what each carries); a meter the mapping lacks is left out."""
+    if not meters:
+        return {}
+    out: dict[str, list] = {}
+    if all(k in meters for k in LOUDNESS_KEYS):
+        out[METERS_LOUDNESS] = [meter_db(meters[k]) for k in LOUDNESS_KEYS]
+    lra = meters.get("loudness_range_lu")
+    if lra is not None and math.isfinite(lra):
+        out[METERS_LRA] = [float(lra)]
+    levels = meters.get("channel_peak_dbfs")
+    if levels is not None and len(levels) > 0:
+        out[METERS_CHANNELS] = [meter_db(v) for v in levels]
+    inputs = meters.get("inputs")
+    if inputs:
+        values = []
+        for peak_dbfs, rms_dbfs, re_reference_db, clips in inputs:
+            re_ref = float(re_reference_db) if math.isfinite(re_reference_db) else None
+            values += [meter_db(peak_dbfs), meter_db(rms_dbfs)]
+            values += [METER_FLOOR_DB if re_ref is None else re_ref, int(clips)]
+        out[METERS_INPUTS] = values
+    corr = meters.get("correlation")
+    if corr is not None and math.isfinite(corr):
+        out[METERS_CORRELATION] = [float(corr)]
+    for bus, reading in (meters.get("buses") or {}).items():
+        out[METERS_BUS + bus] = [meter_db(v) for v in reading]
+    dose = meters.get("dose")
+    if dose:
+        out[METERS_DOSE] = [x for bus, pct in dose.items() for x in (bus, float(pct))]
+    return out
+
+
+def meter_messages(meters: Mapping[str, object] | None) -> dict[str, bytes]:
+    """:func:`meter_values` as OSC messages."""
+    return {address: build_message(address, v) for address, v in meter_values(meters).items()}
+
+
+def _changes(address: str, tags: str, args: list) -> bool:
+    """Whether a message would change anything: a value set, a relative change, or a
+    command other than a query form (``/snapshot/list``, ``/player/position`` alone)."""
+    command = COMMANDS.get(address)
+    if command is not None:
+        return command.changes(tags)
+    return bool(args) or address in _RELATIVE
 
 
 def param_argument(param: Param, args: list) -> object:
@@ -429,6 +522,8 @@ class OscServer:
         self._subs: dict[Peer, _Subscription] = {}
         self._reply_ports: dict[str, int] = {}
         self._tcp: dict[Peer, _TcpConnection] = {}
+        self._links: dict[Peer, Link] = {}  # other transports' clients (the WebSocket's)
+        self._readonly: set[Peer] = set()
         self._scheduled: list[tuple[float, int, Peer, OscMessage]] = []
         self._seq = itertools.count()
         self._error_log: dict[str, tuple[float, int]] = {}
@@ -510,6 +605,28 @@ class OscServer:
             subs = [dest for dest, sub in self._subs.items() if sub.expires > now]
         return sum(1 for dest in subs if self._send(dest, dgram))
 
+    def attach(self, peer: Peer, link: Link, readonly: bool = False) -> None:
+        """A client of another transport (the WebSocket): its packets come through
+        :meth:`handle_packet`, replies and feedback go to ``link.send``. ``readonly``: it may
+        query and subscribe but not change anything (see :meth:`set_readonly`)."""
+        with self._lock:
+            self._links[peer] = link
+        self.set_readonly(peer, readonly)
+
+    def set_readonly(self, peer: Peer, readonly: bool) -> None:
+        with self._lock:
+            if readonly:
+                self._readonly.add(peer)
+            else:
+                self._readonly.discard(peer)
+
+    def detach(self, peer: Peer) -> None:
+        """The client is gone: its link, its subscription and its read-only mark."""
+        with self._lock:
+            self._links.pop(peer, None)
+            self._subs.pop(peer, None)
+            self._readonly.discard(peer)
+
     # -- receiving -------------------------------------------------------------------------------
     def allowed(self, host: str) -> bool:
         """Whether a client host is in the allow-list."""
@@ -584,11 +701,14 @@ class OscServer:
             self._refuse(peer, address, f"unsupported type tag(s) {''.join(sorted(bad))!r}")
             return
         args = message.params
+        if peer in self._readonly and _changes(address, tags, args):
+            self._refuse(peer, address, "read-only until the client gives the password")
+            return
         if address == "/subscribe":
             self._subscribe(peer, args)
         elif address == "/unsubscribe":
             self._unsubscribe(peer, args)
-        elif address in (METERS_LOUDNESS, METERS_CHANNELS, METERS_CORRELATION, METERS_INPUTS):
+        elif address.startswith(METERS_PREFIX):
             if args:
                 self._refuse(peer, address, "meters are read-only (send no argument to query)")
             else:
@@ -644,8 +764,14 @@ class OscServer:
     def _dispatch_param(self, address: str, args: list, peer: Peer) -> None:
         registry = self.hub.registry
         if address not in registry:
-            self._refuse(peer, address, "unknown address")
-            return
+            new = renamed_address(address)
+            if new is None or new not in registry:
+                self._refuse(peer, address, "unknown address")
+                return
+            # a client laid out for an older release is served (and the log says so)
+            note = describe_renames(f"a client at {peer}", [(address, new)])
+            self._log_limited(f"renamed:{peer.host}:{address}", "osc: %s", note)
+            address = new
         param = registry[address]
         if not args:
             self.stats["queries"] += 1
@@ -760,6 +886,9 @@ class OscServer:
         if dest.transport == "tcp":
             conn = self._tcp.get(dest)
             return conn.send(dgram) if conn is not None else False
+        if dest.transport != "udp":
+            link = self._links.get(dest)
+            return link.send(dgram) if link is not None else False
         udp = self._udp
         if udp is None:
             return False
@@ -822,26 +951,7 @@ class OscServer:
         except Exception as exc:  # a broken provider must not stop feedback
             log.warning("osc: meters provider failed: %s", exc)
             return {}
-        out = {}
-        if meters and all(k in meters for k in LOUDNESS_KEYS):
-            out[METERS_LOUDNESS] = build_message(
-                METERS_LOUDNESS, [meter_db(meters[k]) for k in LOUDNESS_KEYS]
-            )
-        levels = meters.get("channel_peak_dbfs") if meters else None
-        if levels is not None and len(levels) > 0:
-            out[METERS_CHANNELS] = build_message(METERS_CHANNELS, [meter_db(v) for v in levels])
-        inputs = meters.get("inputs") if meters else None
-        if inputs:
-            values = []
-            for peak_dbfs, rms_dbfs, re_reference_db, clips in inputs:
-                re_ref = float(re_reference_db) if math.isfinite(re_reference_db) else None
-                values += [meter_db(peak_dbfs), meter_db(rms_dbfs)]
-                values += [METER_FLOOR_DB if re_ref is None else re_ref, int(clips)]
-            out[METERS_INPUTS] = build_message(METERS_INPUTS, values)
-        corr = meters.get("correlation") if meters else None
-        if corr is not None and math.isfinite(corr):
-            out[METERS_CORRELATION] = build_message(METERS_CORRELATION, [float(corr)])
-        return out
+        return meter_messages(meters)
 
     def _sender_loop(self) -> None:
         tick_s = 1.0 / self.config.feedback_hz

@@ -93,7 +93,8 @@ def _fmt_db(value: float) -> str:
 
 class AlertsComponent(Component):
     """Evaluates the alerts (see the module docstring); :attr:`active` holds the raised
-    ones by (kind, bus), :attr:`history` the last raises and clears."""
+    ones by (kind, bus), :attr:`history` the last raises and clears, :attr:`raised` how many
+    of each (kind, severity) were raised since start."""
 
     name = "alerts"
     sections = ("alerts", "loudness")
@@ -103,6 +104,7 @@ class AlertsComponent(Component):
         self._conditions: dict[tuple[str, str], _Condition] = {}
         self.active: dict[tuple[str, str], Alert] = {}
         self.history: collections.deque[Alert] = collections.deque(maxlen=256)
+        self.raised: collections.Counter[tuple[str, str]] = collections.Counter()  # kind, severity
         self._xruns: collections.deque[tuple[float, int]] = collections.deque()
         self._dose_step: dict[str, tuple[str, int]] = {}  # bus -> (day, steps passed)
         self._segment_seen = None  # the last closed segment looked at
@@ -266,12 +268,13 @@ class AlertsComponent(Component):
             log.info("alert cleared: %s %s: %s", alert.kind, alert.bus, alert.message)
         else:
             self.active[key] = alert
+            self.raised[(alert.kind, alert.severity)] += 1
             level = logging.ERROR if alert.severity == "critical" else logging.WARNING
             log.log(level, "alert %s %s %s: %s", alert.kind, alert.severity, alert.bus,
                     alert.message)  # fmt: skip
         self.history.append(alert)
         osc = self.host.component("osc")
-        if osc is not None:
+        if osc is not None:  # OSC subscribers and the web's LISTENers
             osc.broadcast(OSC_ADDRESS, [alert.kind, alert.severity, alert.bus, alert.message])
         monitor = self.host.loudness
         if monitor is not None and monitor.log is not None:

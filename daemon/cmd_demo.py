@@ -128,12 +128,21 @@ def _print_surfaces(daemon) -> None:
         print("  OSC                 off (see the log)", flush=True)
         return
     print(f"  OSC                 udp {osc.config.host}:{osc.udp_port}", flush=True)
-    if daemon.oscquery is not None:
-        print(f"  OSCQuery            http://{osc.config.host}:{daemon.oscquery.port}/")
+    web = daemon.web
+    if web is not None:
+        base = f"http://{_url_host(osc.config.host)}:{web.port}"
+        print(f"  dashboard           {base}/ui/")
+        print(f"  OSCQuery            {base}/")
+        print(f"  metrics             {base}/metrics")
     if daemon.discovery is not None:
         print(f"  mDNS                {daemon.discovery.instance!r} on the loopback "
               "interface only")  # fmt: skip
     sys.stdout.flush()
+
+
+def _url_host(host: str) -> str:
+    """A bound address as a URL's host: an IPv6 one in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _start_private_jack(block_frames: int, outputs: int) -> subprocess.Popen | None:

@@ -15,7 +15,7 @@ def register(commands) -> None:
         "work out what it is (fader, knob, encoder and its encoding, 14-bit, NRPN, pitch bend, "
         "button) and save the mapping to ADDRESS in your profile for that device.",
     )
-    learn.add_argument("address", help="parameter address, e.g. /ch/3/fader or /monitor/dim")
+    learn.add_argument("address", help="parameter address, e.g. /ch/3/fader or /monitor/dim/on")
     learn.add_argument("--config", help="daemon config (its session decides the addresses)")
     learn.add_argument("--port", help="only listen on ports matching this pattern")
     learn.add_argument("--api", choices=("alsa", "jack"), help="MIDI API (default: platform's)")

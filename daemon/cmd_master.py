@@ -43,6 +43,7 @@ from studiod.daemon.offline import (
     write_text_atomic,
 )
 from studiod.dsp.engine import Engine
+from studiod.dsp.layout import system_prefix
 from studiod.dsp.loudness import LoudnessMeter
 from studiod.dsp.session import SAMPLERATES, ChannelSpec, MonitorSystemSpec, Session
 
@@ -298,7 +299,7 @@ def _master(
             "/ch/1/trim": trim_db,
         }
         # an output safety limiter, if the system has one, must not touch the master
-        limit = f"/monitor/{_SYSTEM}/limit"
+        limit = f"{system_prefix(_SYSTEM)}/limit"
         if limit in engine.registry:
             settings[limit] = engine.registry[limit].maximum
         set_params(engine, settings, "master chain")

@@ -42,6 +42,7 @@ from studiod.daemon.offline import (
 )
 from studiod.dsp.dither import Dither
 from studiod.dsp.engine import Engine
+from studiod.dsp.layout import system_prefix
 from studiod.dsp.loudness import LoudnessMeter
 from studiod.dsp.session import Session, SessionError
 
@@ -220,7 +221,7 @@ def render_mix(
         "/master/dither/bits": "off",
         "/monitor/level": -HEADROOM_DB,
     }
-    limit = f"/monitor/{_SYSTEM}/limit"
+    limit = f"{system_prefix(_SYSTEM)}/limit"
     if limit in engine.registry:
         fixed[limit] = engine.registry[limit].maximum
     set_params(engine, fixed, "render")

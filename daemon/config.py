@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
 import math
 import os
 import tomllib
@@ -36,7 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from studiod.daemon.logdb import LogConfig as LoudnessLogConfig
-from studiod.dsp.layout import build_layout
+from studiod.dsp.layout import build_layout, describe_renames, migrate_values
 from studiod.dsp.registry import ParamError
 from studiod.dsp.session import (
     MAX_BLOCK_FRAMES,
@@ -45,6 +46,8 @@ from studiod.dsp.session import (
     SessionError,
     unknown_keys,
 )
+
+log = logging.getLogger("studiod.config")
 
 BACKENDS = ("portaudio", "jack", "virtual")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -524,6 +527,9 @@ def _session(table: Mapping | None, audio: AudioConfig, where: str) -> Session:
 
 def _params(table: Mapping, session: Session, where: str) -> tuple[tuple[str, object], ...]:
     registry = build_layout(session).registry
+    table, renamed = migrate_values(table, registry)
+    if renamed:
+        log.warning(describe_renames(f"{where}: [params]", renamed))
     out = []
     for address, value in table.items():
         if isinstance(value, Mapping):

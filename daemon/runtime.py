@@ -242,7 +242,7 @@ class Daemon(_Hooks):
     system = property(lambda self: self._part("audio", "system"))
     keeper = property(lambda self: self._part("state", "keeper"))
     osc = property(lambda self: self._part("osc", "osc"))
-    oscquery = property(lambda self: self._part("osc", "oscquery"))
+    web = property(lambda self: self._part("osc", "web"))
     discovery = property(lambda self: self._part("mdns", "discovery"))
     midi = property(lambda self: self._part("midi", "midi"))
     loudness = property(lambda self: self.component("loudness"))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studiod.controllers.atomic import atomic_write
+from studiod.dsp.layout import describe_renames, migrate_values
 from studiod.dsp.registry import ENUM, TOGGLE, Param, ParamError
 
 log = logging.getLogger("studiod.state")
@@ -206,6 +207,12 @@ class StateKeeper:
             self._first_change = now
         self._last_change = now
 
+    def _migrated(self, values: dict, where: str) -> dict:
+        values, renamed = migrate_values(values, self.hub.registry)
+        if renamed:
+            log.warning(describe_renames(where, renamed))
+        return values
+
     @property
     def dirty(self) -> bool:
         return self._first_change is not None
@@ -216,6 +223,7 @@ class StateKeeper:
         values = self.store.load_params()
         if not values:
             return 0, []
+        values = self._migrated(values, str(self.store.params_path))
         known = {a: v for a, v in values.items() if a in self.hub.registry}
         errors = self._apply(known, "state")
         return len(known) - len(errors), errors
@@ -273,7 +281,7 @@ class StateKeeper:
         switches and choices change at once. Without, every value changes at once (the
         engine smooths each change, so a recall is click-free either way). A recall stops
         a fade still running."""
-        values = self.store.load_snapshot(name)
+        values = self._migrated(self.store.load_snapshot(name), f"snapshot {name!r}")
         source = f"snapshot:{name}"
         self._fade = None
         if fade_s <= 0.0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import threading
 from dataclasses import replace
 
@@ -32,7 +33,8 @@ def _surfaces(plan: Plan) -> ControlSurfaces | None:
 
 
 class OscComponent(Component):
-    """The OSC server (:attr:`osc`) and the OSCQuery HTTP server (:attr:`oscquery`)."""
+    """The OSC server (:attr:`osc`) and the HTTP server (:attr:`web`: OSCQuery and its
+    WebSocket, the dashboard, /metrics)."""
 
     name = "osc"
     sections = ("osc", "mdns")
@@ -41,19 +43,22 @@ class OscComponent(Component):
         super().__init__(host)
         self.surfaces = surfaces
         self.osc = None  # controllers.osc.OscServer while OSC runs
-        self.oscquery = None  # controllers.oscquery.OscQueryServer
+        self.web = None  # controllers.web.WebServer
         self._inputs = None  # inputs.InputMeterReader (the meter stream's interval)
         self._inputs_lock = threading.Lock()  # the sender thread and queries read it
 
     def prepare(self) -> None:
         # imported while the daemon starts (before the stream runs: an import holds the GIL)
         import studiod.controllers.osc
-        import studiod.controllers.oscquery  # noqa: F401
+        import studiod.controllers.web
+        import studiod.daemon.metrics  # noqa: F401
 
     def start(self) -> None:
         from studiod.controllers.discovery import instance_name
         from studiod.controllers.osc import OscServer
-        from studiod.controllers.oscquery import OscQueryServer
+        from studiod.controllers.web import Providers, WebServer
+        from studiod.daemon import __version__
+        from studiod.daemon.metrics import exposition
 
         s, host = self.surfaces, self.host
         cfg = s.osc
@@ -71,17 +76,20 @@ class OscComponent(Component):
             return
         if cfg.oscquery_port:
             name = instance_name(name=s.mdns.name if s.mdns is not None else "")
+            providers = Providers(
+                meters=self.meters, dashboard=self.dashboard, history=self.history,
+                metrics=exposition(host, __version__),
+            )  # fmt: skip
             try:
-                self.oscquery = self._bind(
-                    lambda port: OscQueryServer(
-                        host.hub, cfg.host, port, osc_port=self.osc.udp_port, name=name,
-                        meters_provider=self.meters,
+                self.web = self._bind(
+                    lambda port: WebServer(
+                        host.hub, cfg, self.osc, name, providers, port=port
                     ).start(),
                     cfg.oscquery_port,
-                    f"oscquery: tcp {cfg.host}:{cfg.oscquery_port}",
+                    f"http: tcp {cfg.host}:{cfg.oscquery_port}",
                 )  # fmt: skip
             except Exception as exc:
-                log.error("oscquery: cannot listen on %s:%d (%s); off until a reload",
+                log.error("http: cannot listen on %s:%d (%s); off until a reload",
                           cfg.host, cfg.oscquery_port, exc)  # fmt: skip
 
     def _bind(self, make, port: int, what: str):
@@ -95,7 +103,7 @@ class OscComponent(Component):
             return make(0)
 
     def stop(self) -> None:
-        for name in ("oscquery", "osc"):
+        for name in ("web", "osc"):
             server = getattr(self, name)
             setattr(self, name, None)
             if server is not None:
@@ -115,10 +123,12 @@ class OscComponent(Component):
             return "osc"
         return None
 
-    def broadcast(self, address: str, args) -> int:
-        """Send one message to every OSC subscriber now (alerts); returns how many."""
-        osc = self.osc
-        return osc.broadcast(address, args) if osc is not None else 0
+    def broadcast(self, address: str, args) -> None:
+        """Send one message now (an alert) to every OSC subscriber and to the WebSocket
+        clients LISTENing to its address."""
+        for server in (self.osc, self.web):
+            if server is not None:
+                server.broadcast(address, args)
 
     def _input_levels(self) -> list[tuple]:
         """(peak dBFS, RMS dBFS, RMS re the reference, clips since start) per channel."""
@@ -145,11 +155,31 @@ class OscComponent(Component):
             "momentary_lufs": lv.momentary_lufs,
             "shortterm_lufs": lv.shortterm_lufs,
             "integrated_lufs": lv.integrated_lufs,
+            "loudness_range_lu": lv.loudness_range_lu,
             "true_peak_dbtp": lv.true_peak_dbtp,
             "channel_peak_dbfs": channels,
             "correlation": self._correlation(),
             "inputs": self._input_levels(),
+            **self._loudness_log(),
         }
+
+    def _loudness_log(self) -> dict:
+        """Each loudness-log bus's reading of the last second, and today's noise dose of
+        each calibrated one."""
+        from studiod.controllers.osc import LOUDNESS_KEYS
+
+        monitor = self.host.loudness
+        current = monitor.log if monitor is not None else None
+        if current is None:
+            return {}
+        latest = dict(current.latest)  # the same columns as the live meter's
+        buses = {bus: tuple(row.get(k) for k in LOUDNESS_KEYS) for bus, row in latest.items()}
+        dose = {}
+        for bus in current.calibrated_buses():
+            percent = current.dose(bus)
+            if percent is not None:
+                dose[bus] = percent
+        return {"buses": buses, "dose": dose}
 
     def _correlation(self) -> float | None:
         """The heard system's correlation over the last second (the loudness log's tap)."""
@@ -160,9 +190,81 @@ class OscComponent(Component):
             return None
         return current.latest.get(system, {}).get("correlation")
 
+    def dashboard(self) -> dict:
+        """The dashboard's start-up state (the web server's thread): the delivery target the
+        meters are held to, the channels, the loudness log's buses and which are calibrated,
+        the gain-staging reference, the active alerts and the last ones raised or cleared."""
+        from dataclasses import asdict
+
+        from studiod.daemon.logdb import platform_target
+        from studiod.dsp.loudtap import buses_for_session
+
+        host = self.host
+        config = host.config
+        monitor = host.loudness
+        current = monitor.log if monitor is not None else None
+        alerts = host.alerts
+        calibration = dict(config.loudness.spl_at_minus20dbfs)
+        return {
+            "target": asdict(platform_target(config.loudness.target)),
+            "channels": [c.name for c in host.hub.engine.session.channels],
+            "buses": [b.name for b in buses_for_session(config.session, calibration)]
+            if current is not None
+            else [],
+            "calibrated": current.calibrated_buses() if current is not None else [],
+            "reference_dbfs": config.alerts.reference_dbfs,
+            "alerts": [asdict(a) for a in alerts.active.values()] if alerts else [],
+            "recent_alerts": [asdict(a) for a in list(alerts.history)[-20:]] if alerts else [],
+        }
+
+    def history(self, t_from: float, t_to: float, bus: str | None) -> dict:
+        """The loudness log between two times (the web server's executor): one bus's
+        readings, at most HISTORY_POINTS of them (longer ranges in buckets: loudness as
+        the energy mean, true peak as the maximum), and the alerts raised and cleared."""
+        from studiod.daemon.logdb import query_alerts, query_readings
+
+        monitor = self.host.loudness
+        current = monitor.log if monitor is not None else None
+        if current is None:
+            return {"bus": bus, "readings": [], "alerts": []}
+        bus = bus or "master"
+        current.flush(timeout=1.0)  # the last seconds too
+        rows = query_readings(current.path, t_from, t_to, [bus])
+        return {
+            "bus": bus,
+            "readings": _buckets(rows, t_from, t_to, HISTORY_POINTS),
+            "alerts": query_alerts(current.path, t_from, t_to),
+        }
+
     def status(self) -> dict:
         osc = self.osc
         return {"osc_udp_port": osc.udp_port if osc is not None else None}
+
+
+HISTORY_POINTS = 1800  # a phone's chart has no more pixels than that across
+_HISTORY_COLS = ("momentary_lufs", "shortterm_lufs", "integrated_lufs", "true_peak_dbtp")
+
+
+def _buckets(rows: list[dict], t_from: float, t_to: float, points: int) -> list[dict]:
+    """At most ``points`` readings: rows as they are, or per time bucket the energy mean of
+    each loudness (BS.1770 sums power, not dB), the last integrated and the highest peak."""
+    if len(rows) <= points:
+        return [{"t": r["t"], **{k: r[k] for k in _HISTORY_COLS}} for r in rows]
+    width = (t_to - t_from) / points
+    out: list[dict] = []
+    groups: dict[int, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(min(int((r["t"] - t_from) / width), points - 1), []).append(r)
+    for _, group in sorted(groups.items()):
+        row = {"t": group[-1]["t"]}
+        for k in ("momentary_lufs", "shortterm_lufs"):
+            powers = [10 ** (r[k] / 10) for r in group if r[k] is not None]
+            row[k] = 10 * math.log10(sum(powers) / len(powers)) if powers else None
+        row["integrated_lufs"] = group[-1]["integrated_lufs"]
+        peaks = [r["true_peak_dbtp"] for r in group if r["true_peak_dbtp"] is not None]
+        row["true_peak_dbtp"] = max(peaks) if peaks else None
+        out.append(row)
+    return out
 
 
 class MdnsComponent(Component):
@@ -197,7 +299,7 @@ class MdnsComponent(Component):
                 osc.config.host,
                 osc.udp_port,
                 tcp_port=osc.tcp_port or None,
-                oscquery_port=osc_part.oscquery.port if osc_part.oscquery is not None else None,
+                oscquery_port=osc_part.web.port if osc_part.web is not None else None,
                 channels=len(session.channels),
                 systems=[m.name for m in session.systems],
                 name=self.surfaces.mdns.name,

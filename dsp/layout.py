@@ -9,7 +9,9 @@ constants below are those positions, read by the jitted engine as compile-time c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +27,8 @@ from studiod.dsp.registry import (
     Registry,
 )
 from studiod.dsp.session import SIMULATIONS, Session
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,7 @@ MONITOR = (
         "what is monitored: the mix, the external input or the reference player",
     ),
     _fader("level", 0.0, "monitor level", top_db=12.0),
-    _toggle("dim", False, "dim"),
+    _toggle("dim/on", False, "dim"),
     _T("dim/level", "dB", -40.0, 0.0, -20.0, description="attenuation when dimmed"),
     _toggle("cut", False, "cut all speakers"),
     _toggle("mono", False, "mono sum (L+R)/2 on both sides"),
@@ -282,13 +286,13 @@ MONITOR = (
     _enum("solo", ("off", "left", "right"), "off", "listen to one side on both speakers"),
     _toggle("polarity", False, "invert the left side's polarity"),
     _toggle("side", False, "listen to the side signal (L-R)/2"),
-    _toggle("reference", False, "jump to the calibrated reference level"),
+    _toggle("reference/on", False, "jump to the calibrated reference level"),
     _T("reference/level", "dB", -40.0, 0.0, -20.0, description="the reference position"),
 )
 MON = _index(MONITOR)
 MON_SOURCE = MON["source"]
 MON_LEVEL = MON["level"]
-MON_DIM = MON["dim"]
+MON_DIM = MON["dim/on"]
 MON_DIM_LEVEL = MON["dim/level"]
 MON_CUT = MON["cut"]
 MON_MONO = MON["mono"]
@@ -296,7 +300,7 @@ MON_SWAP = MON["swap"]
 MON_SOLO = MON["solo"]
 MON_POLARITY = MON["polarity"]
 MON_SIDE = MON["side"]
-MON_REFERENCE = MON["reference"]
+MON_REFERENCE = MON["reference/on"]
 MON_REFERENCE_LEVEL = MON["reference/level"]
 MON_SYSTEM = len(MONITOR)  # the system enum follows (choices from the session)
 
@@ -331,6 +335,59 @@ SYS_DELAY = SYS["delay"]
 SYS_EQ = SYS["eq/1/gain"]
 SYS_SIM = SYS["sim"]
 SYS_LIMIT = SYS["limit"]
+
+
+# Each monitor system's controls live in a container of their own, so that a system's name
+# (the user's choice; "mono" is a standard one) never meets the monitor section's controls:
+# in OSC 1.0 methods are the leaves of the address tree, and /monitor/mono is a method.
+SYSTEMS_PREFIX = "/monitor/systems"
+
+
+def system_prefix(name: str) -> str:
+    return f"{SYSTEMS_PREFIX}/{name}"
+
+
+# --- addresses of older releases ----------------------------------------------------------
+# Before every method was a leaf, /monitor/dim and /monitor/reference were toggles and
+# containers at once, and the systems sat beside the monitor controls (/monitor/car/trim).
+# State files, scenes, MIDI profiles, configs and OSC clients of that time still say so.
+_RENAMED = {"/monitor/dim": "/monitor/dim/on", "/monitor/reference": "/monitor/reference/on"}
+_MONITOR_CONTAINERS = ("dim", "reference", "systems")
+
+
+def renamed_address(address: str) -> str | None:
+    """Today's name of an address as an older release wrote it; None if it was not one."""
+    new = _RENAMED.get(address)
+    if new is not None:
+        return new
+    parts = address.split("/")
+    if len(parts) >= 4 and parts[1] == "monitor" and parts[2] not in _MONITOR_CONTAINERS:
+        return f"{SYSTEMS_PREFIX}/{'/'.join(parts[2:])}"
+    return None
+
+
+def migrate_values(
+    values: Mapping[str, V], registry: Registry
+) -> tuple[dict[str, V], list[tuple[str, str]]]:
+    """``values`` (keyed by address) with each older release's address that ``registry``
+    knows by its new name renamed; returns them and the (old, new) pairs renamed. A value
+    stored under the new name as well wins over the old one."""
+    out: dict[str, V] = {}
+    renamed: list[tuple[str, str]] = []
+    for address, value in values.items():
+        new = None if address in registry else renamed_address(address)
+        if new is not None and new in registry:
+            renamed.append((address, new))
+            out.setdefault(new, value)
+        else:
+            out[address] = value
+    return out, renamed
+
+
+def describe_renames(where: str, renamed: list[tuple[str, str]]) -> str:
+    """The log's note on what :func:`migrate_values` renamed in ``where``."""
+    pairs = ", ".join(f"{old} -> {new}" for old, new in renamed)
+    return f"{where} names {len(renamed)} address(es) of an older studiod, read as today's: {pairs}"
 
 
 # --- control side -----------------------------------------------------------------------------
@@ -426,7 +483,7 @@ def build_layout(session: Session) -> Layout:
             _enum("sim", SIMULATIONS, m.simulation, t.description) if t.suffix == "sim" else t
             for t in (CUE_SYSTEM if m.cue else SYSTEM)
         )
-        sys_base.append(add(f"/monitor/{m.name}", templates))
+        sys_base.append(add(system_prefix(m.name), templates))
     control_base = len(params)
     if session.ext_inputs:
         add("/player", PLAYER)

@@ -132,6 +132,18 @@ def _as_number(address: str, value: object) -> float:
     raise ParamError(f"{address}: expected a number, got {type(value).__name__} {value!r}")
 
 
+def check_leaves(addresses: Iterable[str]) -> None:
+    """Raise ValueError if an address is also the container of another: in OSC 1.0 the
+    methods are the leaves of the address tree (and OSCQuery clients hold to that)."""
+    methods = set(addresses)
+    for address in methods:
+        parent = address.rpartition("/")[0]
+        while parent:
+            if parent in methods:
+                raise ValueError(f"{parent} is a method and the container of {address}")
+            parent = parent.rpartition("/")[0]
+
+
 class Registry:
     """All parameters of one engine layout, with their current values.
 
@@ -148,6 +160,7 @@ class Registry:
         for i, p in enumerate(self._params):
             if p.index != i:
                 raise ValueError(f"{p.address}: index {p.index} but position {i}")
+        check_leaves(self._by_address)
         self.values = np.array([p.default for p in self._params], dtype=np.float64)
 
     def __len__(self) -> int:

@@ -56,7 +56,7 @@ class MonitorSystemSpec:
     additive: switched on and off on its own (a subwoofer) instead of exclusively;
     cue: a cue (headphone) output, as on a console's cue section: it follows the monitor
     bus, or plays its own mix of the channels (``/ch/N/cue/NAME/...``) while
-    ``/monitor/NAME/cue`` is on, and it carries the talkback.
+    ``/monitor/systems/NAME/cue`` is on, and it carries the talkback.
     """
 
     name: str

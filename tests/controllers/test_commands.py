@@ -118,13 +118,16 @@ def test_midi_buttons_run_commands_and_flip_between_a_value_and_the_default():
     assert hub.get("/monitor/source") == 0  # back to the default, the mix
 
 
-def test_oscquery_lists_bound_commands_as_write_only_leaves():
+def test_oscquery_lists_bound_commands_as_leaves_without_a_value():
     hub = make_hub()
     hub.bind("/snapshot/recall", lambda name: (name, 0))
     hub.bind("/snapshot/list", tuple)
     _, index = build_tree(hub.registry, None, hub.commands())
     recall = index["/snapshot/recall"]
-    assert recall["TYPE"] == "s" and recall["ACCESS"] == 2 and "CONTENTS" not in recall
+    # ACCESS 0: no value to read or set (and OSCQuery clients such as python-oscquery hold a
+    # node without a VALUE to ACCESS 0); TYPE says what to send
+    assert recall["TYPE"] == "s" and recall["ACCESS"] == 0 and "CONTENTS" not in recall
+    assert "VALUE" not in recall
     assert "TYPE" not in index["/snapshot/list"]  # no argument
     assert "/player/load" not in index  # not bound: not offered
     assert index["/snapshot/fade"]["ACCESS"] == 3  # the fade time is a parameter beside them

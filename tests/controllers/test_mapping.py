@@ -95,7 +95,7 @@ feedback = true
 type = "note"
 channel = 2
 number = 1
-target = "/monitor/dim"
+target = "/monitor/dim/on"
 mode = "momentary"
 feedback = { type = "note", channel = 2, number = 1, on = 1, off = 0 }
 
@@ -319,9 +319,9 @@ def test_toggle_momentary_select_and_cycle(surface, hub):
     feed(surface, hub, [0x90, 16, 100], [0x90, 16, 0])
     assert hub.get("/ch/1/mute") == 0.0
     feed(surface, hub, [0x91, 1, 127])
-    assert hub.get("/monitor/dim") == 1.0
+    assert hub.get("/monitor/dim/on") == 1.0
     feed(surface, hub, [0x91, 1, 0])
-    assert hub.get("/monitor/dim") == 0.0
+    assert hub.get("/monitor/dim/on") == 0.0
     feed(surface, hub, [0x91, 12, 127], [0x91, 12, 0])
     assert hub.registry["/monitor/system"].format(hub.get("/monitor/system")) == "headphones"
     n = len(hub.registry["/monitor/system"].choices)
@@ -369,7 +369,7 @@ def test_feedback_follows_changes_made_elsewhere(surface, hub):
     _collect(surface)  # the initial full refresh
     hub.set("/ch/3/mute", 1, source="osc")
     assert _collect(surface) == [(0x90, 18, 127)]
-    hub.set("/monitor/dim", 1, source="osc")
+    hub.set("/monitor/dim/on", 1, source="osc")
     hub.set("/ch/2/pan", -1.0, source="osc")
     sent = set(_collect(surface))
     assert sent == {(0x91, 1, 1), (0xB1, 17, 1)}

@@ -283,7 +283,7 @@ def _registry():
             {"type": "nrpn", "number": 130},
         ),
         ([[0xE3, 0, 40], [0xE3, 0, 41]], "/ch/4/fader", {"type": "pitchbend", "channel": 4}),
-        ([[0x90, 36, 127], [0x80, 36, 0]], "/monitor/dim", {"type": "note", "mode": "toggle"}),
+        ([[0x90, 36, 127], [0x80, 36, 0]], "/monitor/dim/on", {"type": "note", "mode": "toggle"}),
         ([[0xB0, 64, 127], [0xB0, 64, 0]], "/monitor/system", {"type": "cc", "mode": "cycle"}),
     ],
 )
@@ -328,7 +328,7 @@ def test_learned_mapping_is_saved_and_used(tmp_path):
     assert targets == ["/master/fader"]
     # an unknown device gets a profile of its own, matched by its port name
     other = Learned("Gizmo:Gizmo MIDI 1 32:0",
-                    {"name": "x", "channel": 2, "target": "/monitor/dim", "type": "note",
+                    {"name": "x", "channel": 2, "target": "/monitor/dim/on", "type": "note",
                      "number": 5, "mode": "toggle", "feedback": True})  # fmt: skip
     path = save_learned(other, tmp_path, load_profiles(tmp_path))
     gizmo = load_profile(path)
@@ -340,7 +340,7 @@ def test_learned_mapping_is_saved_and_used(tmp_path):
     manager.poll_ports()
     device.send([0x91, 5, 127])
     manager.drain()
-    assert hub.get("/monitor/dim") == 1.0
+    assert hub.get("/monitor/dim/on") == 1.0
     manager.stop()
 
 

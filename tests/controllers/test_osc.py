@@ -3,6 +3,7 @@ client side (an independent implementation of the OSC 1.0 encoding)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
 import struct
@@ -174,12 +175,29 @@ def test_toggle_accepts_i_f_true_false(osc):
     _, _, engine, client = osc
     c = client()
     for arg, want in [((1, "i"), 1), ((0.0, "f"), 0), (True, 1), (False, 0), ((1.0, "f"), 1)]:
-        c.send("/monitor/dim", arg)
-        assert _query(c, "/monitor/dim") == [want]
-        assert engine.get("/monitor/dim") == want
-    c.send("/monitor/dim", (2, "i"))
+        c.send("/monitor/dim/on", arg)
+        assert _query(c, "/monitor/dim/on") == [want]
+        assert engine.get("/monitor/dim/on") == want
+    c.send("/monitor/dim/on", (2, "i"))
     err = c.recv_until("/error")
-    assert err.params[0] == "/monitor/dim" and "0 or 1" in err.params[1]
+    assert err.params[0] == "/monitor/dim/on" and "0 or 1" in err.params[1]
+
+
+def test_an_older_releases_addresses_are_served_by_their_new_names(osc, caplog):
+    """A client laid out before the OSC methods became leaves: /monitor/dim was the dim
+    toggle, /monitor/car/trim a system's trim. Answers come under today's addresses."""
+    _, _, engine, client = osc
+    c = client()
+    with caplog.at_level(logging.WARNING, logger="studiod.osc"):
+        c.send("/monitor/dim", (1, "i"))
+        c.send("/monitor/car/trim", (-2.5, "f"))
+        assert _query(c, "/monitor/dim/on") == [1]
+        assert _query(c, "/monitor/systems/car/trim") == [-2.5]
+        c.send("/monitor/dim")  # a query of the old address
+        assert c.recv_until("/monitor/dim/on").params == [1]
+    assert engine.get("/monitor/dim/on") == 1.0
+    assert "/monitor/dim -> /monitor/dim/on" in caplog.text
+    assert "/monitor/car/trim -> /monitor/systems/car/trim" in caplog.text
 
 
 def test_enum_accepts_name_or_index_and_answers_name(osc):
@@ -290,7 +308,7 @@ def test_pattern_matching_agrees_with_python_osc_dispatcher(engine_session):
     dispatcher = Dispatcher()
     for a in addresses:
         dispatcher.map(a, print, a)  # the handler carries its address as its argument
-    patterns = ["/ch/*/fader", "/ch/?/eq/[1-3]/gain", "/monitor/{studio,car}/trim",
+    patterns = ["/ch/*/fader", "/ch/?/eq/[1-3]/gain", "/monitor/systems/{studio,car}/trim",
                 "/ch/[!2]/mute", "/master/*", "/*/*/fader", "/bus/d*/comp/*"]  # fmt: skip
     for pattern in patterns:
         ours = {a for a in addresses if AddressPattern.parse(pattern).matches(a)}

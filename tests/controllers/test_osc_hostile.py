@@ -32,7 +32,7 @@ from studiod.controllers.oscpattern import (
     PatternTooComplex,
     WorkBudget,
 )
-from studiod.controllers.oscquery import OscQueryServer
+from studiod.controllers.web import WebServer
 from studiod.dsp.engine import Engine
 from studiod.dsp.registry import ENUM, FADER, TOGGLE
 from studiod.dsp.session import default_session
@@ -119,7 +119,7 @@ def _no_traceback(caplog) -> None:
 
 # -- matching -------------------------------------------------------------------------------------
 PATTERNS = [
-    "/ch/*/fader", "/ch/?/eq/[1-3]/gain", "/monitor/{studio,car}/trim", "/ch/[!2]/mute",
+    "/ch/*/fader", "/ch/?/eq/[1-3]/gain", "/monitor/systems/{studio,car}/trim", "/ch/[!2]/mute",
     "/master/*", "/*/*/fader", "/bus/d*/comp/*", "/*", "/*/*", "/*/*/*", "/*/*/*/*",
     "/ch/{1,2,}/fader", "/ch/1/f*d*r", "/ch/1/*a*", "/c?/[0-9]/[a-f]*", "/ch/1/eq/*/{gain,freq}",
     "/ch/1/fader*", "/ch/1/**", "/ch/*/*e*", "/monitor/*", "/m*/s*", "/ch/{3,1}/pan",
@@ -384,7 +384,8 @@ def test_vanished_http_clients_are_closed_without_a_traceback(capfd, caplog):
     """Clients that send a request and reset the connection before the answer (a phone
     locking its screen): socketserver used to print a BrokenPipeError traceback for each."""
     hub = ControlHub(Engine(default_session(3)))
-    with OscQueryServer(hub, port=0) as server, caplog.at_level(logging.DEBUG, "studiod"):
+    config = osc_module.OscConfig(oscquery_port=0)
+    with WebServer(hub, config) as server, caplog.at_level(logging.DEBUG, "studiod"):
         for _ in range(40):
             sock = socket.create_connection(("127.0.0.1", server.port))
             sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

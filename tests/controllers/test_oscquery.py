@@ -1,4 +1,5 @@
-"""OSCQuery over real HTTP (urllib as the client), checked against the registry itself."""
+"""OSCQuery over real HTTP (urllib as the client) from the web server, checked against the
+registry itself."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from studiod.controllers.hub import ControlHub
 from studiod.controllers.osc import OscConfig, OscServer
-from studiod.controllers.oscquery import OscQueryServer
+from studiod.controllers.web import Providers, WebServer
 from studiod.dsp.engine import Engine
 from studiod.dsp.registry import ENUM, TOGGLE
 from studiod.dsp.session import default_session
@@ -25,9 +26,9 @@ METERS = {"momentary_lufs": -20.0, "shortterm_lufs": -21.0, "integrated_lufs": -
 @pytest.fixture
 def served():
     hub = ControlHub(Engine(default_session(2)))
-    osc = OscServer(hub, OscConfig(port=0)).start()
-    http = OscQueryServer(hub, port=0, osc_port=osc.udp_port, meters_provider=lambda: METERS)
-    http.start()
+    config = OscConfig(port=0, oscquery_port=0)
+    osc = OscServer(hub, config).start()
+    http = WebServer(hub, config, osc, providers=Providers(meters=lambda: METERS)).start()
     yield hub, osc, f"http://127.0.0.1:{http.port}"
     http.close()
     osc.close()
@@ -73,10 +74,11 @@ def test_tree_has_every_parameter_with_type_range_value_access(served):
     assert set(methods) == {"/meters/loudness"}  # the only extra method: read-only meters
     assert methods["/meters/loudness"]["ACCESS"] == 1
     assert methods["/meters/loudness"]["VALUE"] == [-20.0, -21.0, -22.0, -3.0]
-    # a node can be a method and a container at once
+    # methods are the leaves (OSC 1.0): no node has a value and contents at once
+    for node in _walk(root):
+        assert not ("VALUE" in node and node.get("CONTENTS")), node["FULL_PATH"]
     status, dim = _get(base + "/monitor/dim")
-    assert status == 200 and dim["TYPE"] == "i" and "level" in dim["CONTENTS"]
-    assert dim["CONTENTS"]["level"]["FULL_PATH"] == "/monitor/dim/level"
+    assert status == 200 and dim["ACCESS"] == 0 and set(dim["CONTENTS"]) == {"on", "level"}
 
 
 def test_host_info(served):
@@ -85,9 +87,11 @@ def test_host_info(served):
     assert status == 200
     assert info["OSC_PORT"] == osc.udp_port
     assert info["OSC_TRANSPORT"] == "UDP"
-    assert info["OSC_IP"] == "127.0.0.1"
+    assert info["OSC_IP"] == info["WS_IP"] == "127.0.0.1"
+    assert info["WS_PORT"] == int(base.rsplit(":", 1)[1])  # the WebSocket on the same port
     assert info["EXTENSIONS"]["VALUE"] and info["EXTENSIONS"]["RANGE"]
-    assert not info["EXTENSIONS"]["LISTEN"]
+    assert info["EXTENSIONS"]["LISTEN"] and info["EXTENSIONS"]["PATH_CHANGED"]
+    assert not info["EXTENSIONS"]["PATH_ADDED"]
 
 
 def test_value_changes_after_an_osc_set(served):

@@ -48,7 +48,7 @@ def test_deeply_nested_values_are_refused(tmp_path):
     "value", ["nan", "inf", "-inf", "+nan", "1.5", "1e300", "9223372036854775807"]
 )
 def test_enum_and_toggle_params_take_no_nan_inf_or_fractions(tmp_path, value):
-    for address in ("/monitor/system", "/monitor/dim"):
+    for address in ("/monitor/system", "/monitor/dim/on"):
         _refused(tmp_path, MINIMAL + f'[params]\n"{address}" = {value}\n', "[params]", address)
 
 

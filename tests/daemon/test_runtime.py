@@ -129,12 +129,12 @@ def test_level_pan_mute_and_state_restore(tmp_path, started):
 
 
 def test_config_params_win_over_state(tmp_path, started):
-    daemon, _ = started(write_config(tmp_path, params='"/monitor/alt/trim" = -3.0'))
-    daemon.hub.set("/monitor/alt/trim", -9.0, source="test")
+    daemon, _ = started(write_config(tmp_path, params='"/monitor/systems/alt/trim" = -3.0'))
+    daemon.hub.set("/monitor/systems/alt/trim", -9.0, source="test")
     daemon.hub.set("/ch/2/fader", -9.0, source="test")
     daemon.close()
-    again, _ = started(write_config(tmp_path, params='"/monitor/alt/trim" = -3.0'))
-    assert again.hub.get("/monitor/alt/trim") == -3.0  # the config names it
+    again, _ = started(write_config(tmp_path, params='"/monitor/systems/alt/trim" = -3.0'))
+    assert again.hub.get("/monitor/systems/alt/trim") == -3.0  # the config names it
     assert again.hub.get("/ch/2/fader") == -9.0  # the state file has it
 
 

@@ -34,7 +34,11 @@ def engine_with(**settings):
     from studiod.dsp.engine import Engine
 
     engine = Engine(SESSION, max_block_frames=FS)
-    base = {"/master/limiter/on": 0, "/monitor/phones1/on": 1, "/monitor/phones2/on": 1}
+    base = {
+        "/master/limiter/on": 0,
+        "/monitor/systems/phones1/on": 1,
+        "/monitor/systems/phones2/on": 1,
+    }
     for address, value in {**base, **settings}.items():
         engine.set(address, value)
     return engine
@@ -76,7 +80,7 @@ def test_a_cue_mix_is_its_own_pre_or_post_fader_with_its_own_pan():
     y = run(
         engine_with(
             **{
-                "/monitor/phones1/cue": 1,
+                "/monitor/systems/phones1/cue": 1,
                 "/ch/1/cue/phones1/level": FADER_OFF_DB,  # no kick in this cue
                 "/ch/2/cue/phones1/level": -6.0,
                 "/ch/2/cue/phones1/pan": -1.0,  # the bass hard left in the headphones
@@ -93,7 +97,7 @@ def test_a_cue_mix_is_its_own_pre_or_post_fader_with_its_own_pan():
     # post-fader: the mix fader moves the cue too
     engine = engine_with(
         **{
-            "/monitor/phones1/cue": 1,
+            "/monitor/systems/phones1/cue": 1,
             "/ch/2/cue/phones1/pre": 0,
             "/ch/2/fader": -20.0,
         }
@@ -104,7 +108,7 @@ def test_a_cue_mix_is_its_own_pre_or_post_fader_with_its_own_pan():
 
 
 def test_mute_silences_a_cue_send_solo_does_not():
-    engine = engine_with(**{"/monitor/phones1/cue": 1, "/ch/1/mute": 1, "/ch/2/solo": 1})
+    engine = engine_with(**{"/monitor/systems/phones1/cue": 1, "/ch/1/mute": 1, "/ch/2/solo": 1})
     y = run(engine)
     assert amp(y[:, 2], F_KICK) < 1e-6  # muted everywhere
     assert amp(y[:, 0], F_KICK) < 1e-6
@@ -116,7 +120,7 @@ def test_mute_silences_a_cue_send_solo_does_not():
 
 
 def test_talkback_reaches_the_cues_and_dims_the_speakers():
-    engine = engine_with(**{"/monitor/phones1/cue": 1})
+    engine = engine_with(**{"/monitor/systems/phones1/cue": 1})
     before = run(engine)
     engine.set("/talkback/on", 1)
     y = run(engine)
@@ -169,6 +173,8 @@ def test_talkback_needs_a_cue_system_and_the_addresses_follow_the_session():
     from studiod.dsp.layout import build_layout
 
     registry = build_layout(SESSION).registry
-    for address in ("/ch/1/cue/phones2/pan", "/monitor/phones1/cue", "/talkback/dim"):
+    for address in ("/ch/1/cue/phones2/pan", "/monitor/systems/phones1/cue", "/talkback/dim"):
         assert address in registry
-    assert "/monitor/studio/cue" not in registry and "/ch/1/cue/studio/level" not in registry
+    assert (
+        "/monitor/systems/studio/cue" not in registry and "/ch/1/cue/studio/level" not in registry
+    )

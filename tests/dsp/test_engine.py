@@ -169,7 +169,7 @@ def test_monitor_system_switch_moves_the_signal_without_a_click():
 
 
 def test_mono_system_and_additive_system():
-    engine = bare_engine(**{"/monitor/system": "mono", "/monitor/sub/on": 1})
+    engine = bare_engine(**{"/monitor/system": "mono", "/monitor/systems/sub/on": 1})
     left, right = noise(4800, 1), noise(4800, 2)
     y = play(engine, inputs(4800, c3=left, c4=right))
     np.testing.assert_allclose(y[:, 4], 0.5 * (left + right), atol=1e-6)
@@ -186,10 +186,10 @@ def test_mono_system_and_additive_system():
         ({"/monitor/solo": "left"}, [[1, 0], [1, 0]]),
         ({"/monitor/solo": "right"}, [[0, 1], [0, 1]]),
         ({"/monitor/polarity": 1}, [[-1, 0], [0, 1]]),
-        ({"/monitor/dim": 1, "/monitor/dim/level": -20.0}, [[0.1, 0], [0, 0.1]]),
+        ({"/monitor/dim/on": 1, "/monitor/dim/level": -20.0}, [[0.1, 0], [0, 0.1]]),
         ({"/monitor/level": -6.0}, [[10 ** (-6 / 20), 0], [0, 10 ** (-6 / 20)]]),
         (
-            {"/monitor/reference": 1, "/monitor/reference/level": -12.0},
+            {"/monitor/reference/on": 1, "/monitor/reference/level": -12.0},
             [[10 ** (-0.6), 0], [0, 10 ** (-0.6)]],
         ),
         ({"/monitor/cut": 1}, [[0, 0], [0, 0]]),
@@ -214,7 +214,9 @@ def test_external_source_replaces_the_mix():
 
 
 def test_system_delay_and_trim():
-    engine = bare_engine(**{"/monitor/studio/delay": 10.0, "/monitor/studio/trim": -6.0})
+    engine = bare_engine(
+        **{"/monitor/systems/studio/delay": 10.0, "/monitor/systems/studio/trim": -6.0}
+    )
     x = noise(4800)
     y = play(engine, inputs(4800, c1=x))
     d = 480
@@ -233,7 +235,7 @@ def busy_engine() -> Engine:
             "/ch/3/bus": "drums",
             "/master/eq/4/gain": 2.0,
             "/master/limiter/on": 1,
-            "/monitor/studio/eq/2/gain": -3.0,
+            "/monitor/systems/studio/eq/2/gain": -3.0,
         }
     )
 

@@ -158,7 +158,7 @@ def test_master_dither_lands_on_the_word_length_grid(bits, scale):
 
 
 def test_car_system_plays_through_its_simulation():
-    engine = bare_engine(**{"/monitor/system": "alt", "/monitor/alt/sim": "car"})
+    engine = bare_engine(**{"/monitor/system": "alt", "/monitor/systems/alt/sim": "car"})
     x = noise(4 * FS, level=0.05)
     y = play(engine, inputs(4 * FS, c3=x, c4=x))  # a centred stereo source
     f, h_est = ss.csd(x, y[:, 2], fs=FS, nperseg=8192)
@@ -173,7 +173,7 @@ def test_car_system_plays_through_its_simulation():
 
 
 def test_safety_limiter_protects_every_output():
-    engine = bare_engine(**{"/monitor/studio/limit": -6.0, "/ch/1/fader": 10.0})
+    engine = bare_engine(**{"/monitor/systems/studio/limit": -6.0, "/ch/1/fader": 10.0})
     y = play(engine, inputs(FS, c1=noise(FS, level=1.0)))
     assert np.max(np.abs(y[:, :2])) <= 10 ** (-6 / 20) + 1e-7
 

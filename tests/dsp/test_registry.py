@@ -22,7 +22,7 @@ def test_issue_addresses_exist_with_their_units(registry):
         "/master/fader": "dB",
         "/master/limiter/ceiling": "dBTP",
         "/monitor/system": "",
-        "/monitor/dim": "",
+        "/monitor/dim/on": "",
         "/monitor/mono": "",
         "/monitor/cut": "",
         "/monitor/level": "dB",

@@ -165,7 +165,7 @@ def _render_through(samplerate: int, system: str, sim: str, x: np.ndarray) -> np
     set the way a user does (the monitor system's ``sim`` parameter)."""
     engine = Engine(_match_session(samplerate), max_block_frames=4096)
     engine.set("/monitor/system", system)
-    engine.set(f"/monitor/{system}/sim", sim)
+    engine.set(f"/monitor/systems/{system}/sim", sim)
     y = engine.render(x, 4096)
     return y[round(SETTLE_S * samplerate) :, SYSTEM_OUTPUTS[system]]
 

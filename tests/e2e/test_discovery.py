@@ -21,7 +21,7 @@ import pytest
 from studiod.controllers.discovery import Discovery, DiscoveryConfig, instance_name, txt_records
 from studiod.controllers.hub import ControlHub
 from studiod.controllers.osc import OscConfig, OscServer
-from studiod.controllers.oscquery import OscQueryServer
+from studiod.controllers.web import WebServer
 from studiod.dsp.engine import Engine
 from studiod.dsp.session import default_session
 from tests.e2e.netns import inside, netns
@@ -59,8 +59,9 @@ def test_services_resolve_from_another_process_and_oscquery_follows_osc():
     assert inside()
     session = default_session(4)
     hub = ControlHub(Engine(session))
-    osc = OscServer(hub, OscConfig(host="127.0.0.1", port=9000, tcp=True)).start()
-    http = OscQueryServer(hub, "127.0.0.1", 9001, osc_port=osc.udp_port).start()
+    config = OscConfig(host="127.0.0.1", port=9000, tcp=True, oscquery_port=9001)
+    osc = OscServer(hub, config).start()
+    http = WebServer(hub, config, osc).start()
     systems = [m.name for m in session.systems]
     mdns = Discovery(
         "127.0.0.1",

@@ -289,8 +289,8 @@ outputs = [5, 6]
 additive = true
 cue = true
 [params]
-"/monitor/phones1/on" = 1
-"/monitor/phones2/on" = 1
+"/monitor/systems/phones1/on" = 1
+"/monitor/systems/phones2/on" = 1
 """
     + TAIL
 )
@@ -314,7 +314,7 @@ def test_cue_mix_and_talkback_measured_through_jackd(tmp_path):
         assert studio[0] == pytest.approx(A1 * PAN_CENTRE, rel=0.01) and studio[2] < 1e-5
 
         # phones1 gets its own mix without the tone; phones2 follows the monitor bus
-        oscsend("/monitor/phones1/cue", "i", "1")
+        oscsend("/monitor/systems/phones1/cue", "i", "1")
         oscsend("/ch/1/cue/phones1/level", "f", "-90")
         phones1, phones2 = heard(2), heard(4)
         assert phones1[0] < 1e-3 * studio[0]  # no tone in this cue mix

@@ -95,8 +95,8 @@ def test_liblo_set_query_subscribe_errors_meters():
             assert dump.wait_for("/monitor/system s").endswith('"car"')
             oscsend("/monitor/system", "i", "1")
             assert dump.wait_for("/monitor/system s").endswith('"alt"')
-            oscsend("/monitor/dim", "T")
-            assert dump.wait_for("/monitor/dim i").split()[-1] == "1"
+            oscsend("/monitor/dim/on", "T")
+            assert dump.wait_for("/monitor/dim/on i").split()[-1] == "1"
             oscsend("/monitor/mono", "F")
             oscsend("/monitor/mono")
             assert dump.wait_for("/monitor/mono i").split()[-1] == "0"
