@@ -21,6 +21,7 @@ SUMMARIES = {
     "analyze": "measure loudness (BS.1770-4 / EBU R 128) of audio files",
     "master": "master a file through the engine's master chain to a loudness target",
     "render": "mix a session's stems through the engine to a premaster (and a master)",
+    "album": "master, sequence and deliver an album from an album file",
     "run": "run the daemon with a config file",
     "devices": "list audio devices and MIDI ports",
     "warmup": "compile and cache what a config needs (the first start's minutes, ahead of time)",

@@ -285,6 +285,7 @@ def _master(
             raise OfflineError(f"{address} is set by master itself ({MANAGED[address]})")
     session = _session(rate)
     snapshot: dict = {}
+    reduction_db = [0.0]  # the limiter's largest gain reduction in the final pass
 
     def render(gain_db: float, label: str, final: bool) -> Iterator[np.ndarray]:
         engine = Engine(session, max_block_frames=ENGINE_BLOCK_FRAMES)
@@ -310,6 +311,8 @@ def _master(
             progress.relabel(label, source.frames + engine.latency_samples)
         stereo = (b if channels == 2 else np.repeat(b, 2, axis=1) for b in source.blocks())
         for y in run_engine_blocks(engine, stereo, [0, 1], progress):
+            if final:  # the block just processed: its largest reduction
+                reduction_db[0] = max(reduction_db[0], float(engine.state.mst_lim_gr[0]))
             yield np.ascontiguousarray(y[:, :channels])
 
     def integrated(blocks: Iterable[np.ndarray]) -> float:
@@ -378,6 +381,7 @@ def _master(
             "correlation": m["correlation"],
         },
         "gain_db": best_gain,
+        "limiter_max_reduction_db": reduction_db[0],
         "passes": [{"gain_db": g, "integrated_lufs": finite_or_none(v)} for g, v in passes],
         "fade_in_s": opts.fade_in_s,
         "fade_out_s": opts.fade_out_s,

@@ -204,12 +204,35 @@ def finite_or_none(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@dataclass(frozen=True)
+class GatingHistogram:
+    """What an album needs of a file's meter: its histogram of BS.1770-4 400 ms gating
+    blocks (the integrated gate's), as exact per-bin energy sums and block counts.
+
+    ``fine_bins`` int [k]: the 0.01 LU bins that hold blocks, ``fine`` [k, 2] their (energy,
+    count); ``coarse`` [HIST_COARSE_BINS, 2] the 1 LU bins in full. Sparse (17 kB pickled
+    with the readings for a 3-minute song, where the meter's state is 350 kB), so that a
+    catalog's worth crosses process and network boundaries cheaply."""
+
+    fine_bins: np.ndarray
+    fine: np.ndarray
+    coarse: np.ndarray
+
+    @classmethod
+    def of(cls, meter: LoudnessMeter) -> GatingHistogram:
+        fine = meter.state.hist_fine[loudness.HIST_INTEGRATED]
+        bins = np.flatnonzero(fine[:, 1]).astype(np.int32)
+        coarse = meter.state.hist_coarse[loudness.HIST_INTEGRATED]
+        return cls(bins, fine[bins].copy(), coarse.copy())
+
+
 @dataclass
 class FileAnalysis:
-    """One file's readings (the JSON keys of ``studiod analyze``) and its meter."""
+    """One file's readings (the JSON keys of ``studiod analyze``) and its gating histogram;
+    picklable, so that a worker process or a Dask worker can return it."""
 
     readings: dict
-    meter: LoudnessMeter
+    gating: GatingHistogram
 
 
 def analyze_file(
@@ -271,7 +294,7 @@ def analyze_file(
         "correlation": finite_or_none(r["correlation"]),
         "nonfinite_samples": nonfinite,
     }
-    return FileAnalysis(readings, meter)
+    return FileAnalysis(readings, GatingHistogram.of(meter))
 
 
 def compliance(integrated_lufs: float | None, true_peak_dbtp: float | None) -> dict:
@@ -310,18 +333,20 @@ def compliance(integrated_lufs: float | None, true_peak_dbtp: float | None) -> d
     return out
 
 
-def album_integrated_lufs(meters: list[LoudnessMeter]) -> float | None:
+def album_integrated_lufs(histograms: list[GatingHistogram]) -> float | None:
     """Integrated loudness of several files as one programme: BS.1770-4 gating over the union
     of all files' 400 ms gating blocks (as libebur128's ``ebur128_loudness_global_multiple``).
 
-    The meters' gating-block histograms hold exact per-bin energy sums and counts, so their
+    The files' gating-block histograms hold exact per-bin energy sums and counts, so their
     sum is the histogram of the union; the meter's own gate then runs on it. None for silence.
+    Summed in the order given: the same files in the same order give the same bits, wherever
+    each was measured.
     """
-    fine = np.zeros_like(meters[0].state.hist_fine[loudness.HIST_INTEGRATED])
-    coarse = np.zeros_like(meters[0].state.hist_coarse[loudness.HIST_INTEGRATED])
-    for m in meters:
-        fine += m.state.hist_fine[loudness.HIST_INTEGRATED]
-        coarse += m.state.hist_coarse[loudness.HIST_INTEGRATED]
+    fine = np.zeros((loudness.HIST_BINS, 2))
+    coarse = np.zeros((loudness.HIST_COARSE_BINS, 2))
+    for h in histograms:
+        fine[h.fine_bins] += h.fine
+        coarse += h.coarse
     readings = np.zeros(loudness.METERS_SIZE)
     # the meter's own gate (dsp.loudness), run on the merged histogram
     loudness._integrated_from_hist(fine, coarse, readings)

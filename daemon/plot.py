@@ -1,5 +1,5 @@
 """The plots (PNG): loudness over time of a file (``studiod master --plot``) and of the
-loudness log (``studiod log --plot``).
+loudness log (``studiod log --plot``), and an album's report (``studiod album``).
 
 matplotlib is an optional extra (``pip install 'studiod[plot]'``): everything else works
 without it, and asking for a plot without it gives a clear error.
@@ -214,5 +214,45 @@ def plot_log(
     fig.tight_layout()
     try:
         _save(fig, path_png)
+    finally:
+        plt.close(fig)
+
+
+def plot_album(path: str | Path, report: dict) -> None:
+    """Write a PNG of an album's report (``studiod album``): per track, the integrated
+    loudness against its target and the album's, the true peak against the ceiling, the
+    gain applied and the limiter's largest reduction."""
+    plt = _pyplot()
+    tracks = report["tracks"]
+    target = report["album"]["target"]
+    labels = [f"{t['number']:02d} {t['title'][:18]}" for t in tracks]
+    x = np.arange(len(tracks))
+    fig, (ax_l, ax_p, ax_g) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    try:
+        ax_l.bar(x, [t["integrated_lufs"] for t in tracks], color="#1f4e9c", label="integrated")
+        ax_l.scatter(x, [t["target_lufs"] for t in tracks], color="#c0392b", zorder=3,
+                     label="track target")  # fmt: skip
+        ax_l.axhline(target["integrated_lufs"], color="#c0392b", ls="--", lw=1.0)
+        ax_l.set_ylabel("LUFS")
+        ax_l.set_ylim(min(t["integrated_lufs"] for t in tracks) - 6.0, 0.0)
+        ax_l.legend(loc="lower left")
+        ax_l.set_title(f"{report['album']['artist']} - {report['album']['title']} "
+                       f"({report['album']['mode']} mode, {target['preset']})")  # fmt: skip
+        ax_p.bar(x, [t["true_peak_dbtp"] for t in tracks], color="#2e7d32")
+        ax_p.axhline(target["ceiling_dbtp"], color="#c0392b", ls="--", lw=1.0)
+        ax_p.set_ylabel("true peak (dBTP)")
+        ax_p.set_ylim(min(-12.0, min(t["true_peak_dbtp"] for t in tracks) - 1.0), 1.0)
+        width = 0.4
+        ax_g.bar(x - width / 2, [t["gain_db"] for t in tracks], width, color="#8aa9d6",
+                 label="gain (dB)")  # fmt: skip
+        ax_g.bar(x + width / 2, [-t["limiter_max_reduction_db"] for t in tracks], width,
+                 color="#e67e22", label="limiter, largest reduction (dB)")  # fmt: skip
+        ax_g.axhline(0.0, color="black", lw=0.8)
+        ax_g.legend(loc="lower left")
+        ax_g.set_xticks(x, labels, rotation=20, ha="right")
+        for ax in (ax_l, ax_p, ax_g):
+            ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        _save(fig, path)
     finally:
         plt.close(fig)
