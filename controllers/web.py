@@ -238,6 +238,7 @@ class WebServer:
             loop.run_until_complete(self._serve())
         except BaseException as exc:
             self._failure = exc
+            loop.close()
             self._started.set()
             return
         self._started.set()
