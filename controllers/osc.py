@@ -371,6 +371,23 @@ def meter_messages(meters: Mapping[str, object] | None) -> dict[str, bytes]:
     return {address: build_message(address, v) for address, v in meter_values(meters).items()}
 
 
+def allow_networks(config: OscConfig) -> list:
+    """The ``allow`` networks of a config, parsed once (for :func:`host_allowed`)."""
+    return [ipaddress.ip_network(n, strict=False) for n in config.allow]
+
+
+def host_allowed(host: str, networks: list) -> bool:
+    """Whether a client host (an address, IPv4-mapped IPv6 too) is in ``networks``: the
+    allow-list of every surface, OSC and HTTP."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
+
+
 def _changes(address: str, tags: str, args: list) -> bool:
     """Whether a message would change anything: a value set, a relative change, or a
     command other than a query form (``/snapshot/list``, ``/player/position`` alone)."""
@@ -514,7 +531,7 @@ class OscServer:
         self.hub = hub
         self.config = config or OscConfig()
         self.meters_provider = meters_provider
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in self.config.allow]
+        self._networks = allow_networks(self.config)
         self._limiter = _RateLimiter(self.config.rate_limit_hz, self.config.burst)
         self._lock = threading.Lock()  # subscriptions, pending changes, schedule
         self._wake = threading.Condition(self._lock)
@@ -630,13 +647,7 @@ class OscServer:
     # -- receiving -------------------------------------------------------------------------------
     def allowed(self, host: str) -> bool:
         """Whether a client host is in the allow-list."""
-        try:
-            ip = ipaddress.ip_address(host.split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self._networks)
+        return host_allowed(host, self._networks)
 
     def handle_packet(self, data: bytes, peer: Peer) -> None:
         """One datagram (or one SLIP frame) from ``peer``: parse, dispatch, answer.

@@ -60,7 +60,9 @@ from studiod.controllers.osc import (
     METERS_PREFIX,
     OscConfig,
     Peer,
+    allow_networks,
     build_message,
+    host_allowed,
     meter_messages,
     osc_value,
 )
@@ -160,7 +162,7 @@ class WebServer:
         self._changed: set[str] = set()
         self._namespace: tuple = ()
         self._hub_token: int | None = None
-        self._allowed: Callable[[str], bool] = osc.allowed if osc is not None else _loopback
+        self._networks = allow_networks(config)
         self._started = threading.Event()
         self._failure: BaseException | None = None
         self._evict_logged = -math.inf
@@ -249,9 +251,7 @@ class WebServer:
 
     async def _serve(self) -> None:
         cfg = self.config
-        app = web.Application(
-            middlewares=[self._guard], client_max_size=MAX_REQUEST_BYTES, handler_args=None
-        )
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_REQUEST_BYTES)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/ui", self._to_ui)
         app.router.add_get("/ui/", self._index)
@@ -286,7 +286,7 @@ class WebServer:
     @web.middleware
     async def _guard(self, request: web.Request, handler):
         host = request.remote or ""
-        if not self._allowed(host):
+        if not host_allowed(host, self._networks):
             self.stats["refused"] += 1
             raise web.HTTPForbidden(text="not in this studiod's allow-list\n")
         conn = self._connection(request.protocol)
@@ -552,7 +552,3 @@ def _same_origin(origin: str, host: str) -> bool:
     """Whether a page's ``Origin`` (scheme://host[:port]) is this server's ``Host``."""
     parts = urlsplit(origin)
     return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
-
-
-def _loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "::1") or host.startswith("127.")
