@@ -257,8 +257,10 @@ class ReferencePlayer:
 
     # -- loading -------------------------------------------------------------------------
     def load(self, path: str | Path, wait_s: float = 0.1) -> dict:
-        """Read, convert and analyse a track, then swap it in (paused at its start; a
-        playing track fades out first, waiting up to ``wait_s``). Returns ``info()``."""
+        """Read, convert and analyse a track, then swap it in (paused at its start). A
+        playing track fades out first: the swap waits for the audio thread to finish the
+        fade, however late it runs, and gives up only when the fade has not moved for
+        ``wait_s`` (no stream runs, so nothing is heard). Returns ``info()``."""
         data, rate = read(path)
         audio = resample(to_stereo(data), rate, self.samplerate)
         analysis = analyse(audio, self.samplerate)
@@ -267,8 +269,14 @@ class ReferencePlayer:
             old = self.state
             was_playing = old.ctrl[C_PLAY] > 0.5
             old.ctrl[C_PLAY] = 0.0
-            deadline = time.monotonic() + wait_s
-            while old.live[L_FADE] > 0.0 and time.monotonic() < deadline:
+            # a swap during the fade would be a step from the old track to the new one
+            last, moved = old.live[L_FADE], time.monotonic()
+            while (fade := old.live[L_FADE]) > 0.0:
+                now = time.monotonic()
+                if fade != last:
+                    last, moved = fade, now
+                elif now - moved > wait_s:
+                    break
                 time.sleep(0.002)
             state.ctrl[C_LOOP] = old.ctrl[C_LOOP]  # a new track loops whole
             state.ctrl[C_GAIN] = old.ctrl[C_GAIN]

@@ -8,6 +8,8 @@ sines (resampling) and the fill formula written out.
 from __future__ import annotations
 
 import csv
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from studiod.daemon.audiofile import AudioFileError
-from studiod.daemon.reference import LOOP_XFADE_MS, ReferencePlayer, player_fill
+from studiod.daemon.reference import L_FADE, LOOP_XFADE_MS, ReferencePlayer, player_fill
 from studiod.dsp.loudness import LoudnessMeter, measure
 
 FS = 48000
@@ -159,6 +161,49 @@ def test_fill_fades_crossfades_and_is_block_size_invariant(tmp_path):
     # 1e-6 of the level after ln(1e6) = 14 time constants (70 ms), then exactly nothing
     assert np.all(quiet[FS // 10 :] == 0.0) and not player.playing
     assert np.max(np.abs(quiet[FS // 20 : FS // 10])) < 1e-3
+
+
+def _wait_faded_in(player, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    while player.state.live[L_FADE] < 1.0:
+        assert time.monotonic() < deadline, "the player did not fade in"
+        time.sleep(0.01)
+
+
+def test_a_load_waits_for_a_late_audio_thread_to_fade_out(tmp_path):
+    """An audio thread that runs a 64-frame block every 20 ms (far behind its device) takes
+    about a second to finish a 5 ms fade: the new track still comes in only after the old
+    one faded out, and nothing heard steps (a swap at a fixed timeout would be a step of up
+    to the old track's level, 0.5)."""
+    for name, level in (("old.wav", 0.5), ("new.wav", -0.5)):
+        sf.write(tmp_path / name, np.full((FS, 2), level), FS, subtype="FLOAT")
+    player = ReferencePlayer(FS, fade_ms=5.0)
+    player.load(tmp_path / "old.wav")
+    player.play()
+    heard, running = [], threading.Event()
+    running.set()
+
+    def audio_thread():
+        while running.is_set():
+            heard.append(player.fill(np.zeros((64, 2)))[:, 0].copy())
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=audio_thread)
+    thread.start()
+    try:
+        _wait_faded_in(player)
+        start = time.monotonic()
+        player.load(tmp_path / "new.wav")
+        took_s = time.monotonic() - start
+        _wait_faded_in(player)
+    finally:
+        running.clear()
+        thread.join()
+    y = np.concatenate(heard)
+    assert took_s > 0.5  # it waited for the blocks, not for a wall-clock timeout
+    assert y.max() == 0.5 and y.min() == -0.5  # both were heard in full
+    coef = 1.0 - np.exp(-1.0 / (5e-3 * FS))  # the one-pole fade's largest step, per unit level
+    assert np.max(np.abs(np.diff(y))) <= 0.5 * coef + 1e-9
 
 
 def test_bad_input(tmp_path):

@@ -95,10 +95,10 @@ def test_player_commands_load_seek_loop_and_match(tmp_path, started):
     hub.set("/player/match", 0, source="test")
     assert hub.run("/player/position", [2.0]) == (2.0,)
     hub.set("/monitor/source", "ref", source="test")
-    daemon.run(0.3)
+    rig.play(daemon, 0.3)
     assert hub.run("/player/position")[0] == pytest.approx(2.3, abs=0.1)
     assert hub.run("/player/loop", [1.0, 1.5]) == (1.0, 1.5)
-    daemon.run(1.2)
+    rig.play(daemon, 1.2)
     heard = rig.device.tail(FS)[:, 0].astype(np.float64)  # the external pair at unity
     # inside the loop: the ramp's values of 1.0 ... 1.5 s, and nothing later
     steady = heard[FS // 10 :]
@@ -112,7 +112,7 @@ def test_player_commands_load_seek_loop_and_match(tmp_path, started):
     # own step plus the fade's share of the difference (2 A / (frames + 1) a sample)
     hub.run("/player/load", [str(tmp_path / "tone.wav")])
     hub.run("/player/loop", [1.0, 1.3 + 0.5 / 440.0])
-    daemon.run(1.5)  # five times round
+    rig.play(daemon, 1.5)  # five times round
     y = rig.device.tail(FS)[:, 0].astype(np.float64)
     a, xfade = 0.25, round(LOOP_XFADE_MS * 1e-3 * FS)
     assert np.max(np.abs(y)) == pytest.approx(a, rel=0.01)  # heard at unity (match off)

@@ -92,6 +92,16 @@ class Rig:
     def device(self) -> VirtualDevice:
         return self.devices[-1]
 
+    def play(self, daemon, seconds: float) -> None:
+        """Run ``daemon``'s control loop until the device has played ``seconds`` more audio:
+        a wait in wall-clock time holds less audio when the machine is slow."""
+        device = self.device
+        target = device.blocks + math.ceil(seconds * device.samplerate / device.block_frames)
+        deadline = time.monotonic() + 10 * seconds + 5.0
+        while device.blocks < target:
+            assert time.monotonic() < deadline, f"{device.blocks} of {target} blocks played"
+            daemon.run(0.02)
+
     def rms(self, column: int, seconds: float = 0.2) -> float:
         y = self.device.tail(int(seconds * FS))[:, column].astype(np.float64)
         return float(np.sqrt(np.mean(y**2)))
