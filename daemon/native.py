@@ -30,6 +30,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from studiod.daemon.realtime import populate
+
 # ----------------------------------------------------------------------------------------
 # intrinsics
 
@@ -264,7 +266,9 @@ class Layout:
         self.width = width
 
     def pack(self, table: np.ndarray, base: int, value) -> None:
-        """Write ``value``'s addresses and shapes into ``table[base : base + width]``.
+        """Write ``value``'s addresses and shapes into ``table[base : base + width]``, and
+        map every page of its arrays (:func:`~studiod.daemon.realtime.populate`): the audio
+        thread that reads the region next never takes the page fault of a first touch.
 
         The caller keeps ``value`` alive as long as native code may read the region."""
         if fingerprint(value) != self.fingerprint:
@@ -275,6 +279,7 @@ class Layout:
             if not (leaf.flags.c_contiguous and leaf.flags.writeable and leaf.flags.aligned):
                 raise ValueError(f"{self.name}: native code needs C-contiguous, writeable, "
                                  "aligned arrays")  # fmt: skip
+            populate(leaf)
             table[pos] = leaf.ctypes.data
             table[pos + 1 : pos + 1 + leaf.ndim] = leaf.shape
             pos += 1 + leaf.ndim

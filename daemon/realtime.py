@@ -18,6 +18,10 @@ counters the tests and the soak benchmark read.
   touched are never paged out, so the callback cannot take a major fault on a busy machine
   (``MCL_ONFAULT`` locks without populating, so start-up costs nothing). It needs
   CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK (the unit's ``LimitMEMLOCK=infinity``).
+* :func:`populate`: maps every page of an array the callback will use before it is handed
+  over, so that its first touch on the audio thread is not a page fault. A fresh NumPy array
+  of more than a few pages is untouched memory (``np.zeros`` takes zeroed pages from the
+  kernel lazily), and which arrays are fresh depends on what the process allocated before.
 * :func:`thread_counters`: a thread's own page faults, context switches and CPU from
   ``/proc/self/task/TID/`` (proc(5)).
 """
@@ -33,6 +37,8 @@ log = logging.getLogger("studiod.realtime")
 
 # <sys/mman.h>, Linux
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+MADV_POPULATE_WRITE = 23  # Linux 5.14
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def set_fifo_priority(priority: int, what: str) -> bool:
@@ -61,6 +67,37 @@ def lock_memory() -> bool:
     log.info("memory not locked (mlockall: %s); raise LimitMEMLOCK to lock it",
              os.strerror(err))  # fmt: skip
     return False
+
+
+def _libc():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    for name in ("madvise", "mlock"):
+        if not hasattr(libc, name):
+            return None
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    return libc
+
+
+_LIBC = _libc()
+
+
+def populate(array) -> bool:
+    """Map every page of ``array`` (a NumPy array) writable now, from the calling control
+    thread, without changing its contents: ``madvise(MADV_POPULATE_WRITE)``, or on a kernel
+    before 5.14 ``mlock``, which populates a private writable range the same way (and keeps
+    it, as :func:`lock_memory` would). Safe while another thread uses the array. False where
+    neither is available or permitted: the first touch then faults as before."""
+    if array.nbytes == 0:
+        return True
+    if _LIBC is None:
+        return False
+    start = array.ctypes.data & ~(PAGE_BYTES - 1)
+    length = array.ctypes.data + array.nbytes - start
+    return _LIBC.madvise(start, length, MADV_POPULATE_WRITE) == 0 or _LIBC.mlock(start, length) == 0
 
 
 @dataclass(frozen=True)
