@@ -49,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -56,6 +57,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from studiod.controllers.jsontext import dumps
 from studiod.controllers.osc import (
     METERS_PREFIX,
     OscConfig,
@@ -367,7 +369,7 @@ class WebServer:
         )  # fmt: skip
         if body is None:
             return web.Response(status=status)
-        return web.json_response(body, status=status, dumps=_dumps)
+        return web.json_response(body, status=status, dumps=_json)
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
@@ -493,7 +495,7 @@ class WebServer:
     async def _dashboard(self, request: web.Request) -> web.StreamResponse:
         state = self.providers.dashboard() if self.providers.dashboard else {}
         state = {"name": self.name, "password": bool(self.config.password), **state}
-        return web.json_response(state, dumps=_dumps)
+        return web.json_response(state, dumps=_json)
 
     async def _history(self, request: web.Request) -> web.StreamResponse:
         if self.providers.history is None:
@@ -510,7 +512,7 @@ class WebServer:
         loop = asyncio.get_running_loop()
         # SQLite reads off the loop: a long range must not hold the meter streams
         body = await loop.run_in_executor(None, self.providers.history, t_from, t_to, bus)
-        return web.json_response(body, dumps=_dumps)
+        return web.json_response(body, dumps=_json)
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         if self.providers.metrics is None:
@@ -533,19 +535,7 @@ async def _every(period_s: float, work: Callable[[], None]) -> None:
                 log.exception("web: %s failed", work.__name__)
 
 
-def _dumps(value) -> str:
-    """JSON without NaN or infinities (not JSON): those become null."""
-    return json.dumps(_finite(value), allow_nan=False)
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+_json = partial(dumps, indent=None)  # aiohttp's json_response takes a one-argument dumps
 
 
 def _same_origin(origin: str, host: str) -> bool:

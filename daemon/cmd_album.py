@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from studiod.controllers.jsontext import dumps, finite_or_none
 from studiod.daemon.audiofile import AudioFileError
 from studiod.daemon.cmd_master import (
     MasterOptions,
@@ -60,9 +61,7 @@ from studiod.daemon.offline import (
     OfflineError,
     Preset,
     Progress,
-    dumps,
     fail,
-    finite_or_none,
     read_audio,
     write_text_atomic,
 )

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.signal as ss
 import soundfile as sf
 
+from studiod.controllers.jsontext import dumps, finite_or_none
 from studiod.daemon.audiofile import AudioFileError, atomic_sound_file, write_atomic
 from studiod.daemon.offline import (
     BITS,
@@ -32,9 +33,7 @@ from studiod.daemon.offline import (
     Preset,
     Progress,
     check_output,
-    dumps,
     fail,
-    finite_or_none,
     open_audio,
     preset_from_args,
     read_audio,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from studiod.controllers.jsontext import dumps, finite_or_none
 from studiod.daemon.audiofile import AudioFileError, atomic_sound_file
 from studiod.daemon.cmd_master import MasterOptions, master_file
 from studiod.daemon.offline import (
@@ -31,9 +32,7 @@ from studiod.daemon.offline import (
     OfflineError,
     Progress,
     check_output,
-    dumps,
     fail,
-    finite_or_none,
     open_audio,
     preset_from_args,
     run_engine_blocks,

@@ -46,7 +46,6 @@ from studiod.dsp.loudtap import (
     correlation,
     db_or_none,
     dose_percent,
-    finite_or_none,
     make_tap_state,
 )
 
@@ -182,7 +181,7 @@ class LoudnessLog:
             levels = bus.level_dba(recs[:, HOP_A_MS])
             bus.add_dose(local_day(now), levels, self.hop_s, self.config.dose_threshold_dba)
             mean_ms = float(np.mean(recs[:, HOP_A_MS]))
-            laeq = finite_or_none(float(bus.level_dba(np.array([mean_ms]))[0]))
+            laeq = ld.finite_or_none(float(bus.level_dba(np.array([mean_ms]))[0]))
             dose = bus.dose
             self._put(
                 (
@@ -195,10 +194,10 @@ class LoudnessLog:
             round(now, 3),
             bus.spec.name,
             system or None,
-            finite_or_none(float(m[-1])),
-            finite_or_none(float(np.max(m))),
-            finite_or_none(float(recs[-1, HOP_S])),
-            finite_or_none(segment.integrated_lufs) if segment is not None else None,
+            ld.finite_or_none(float(m[-1])),
+            ld.finite_or_none(float(np.max(m))),
+            ld.finite_or_none(float(recs[-1, HOP_S])),
+            ld.finite_or_none(segment.integrated_lufs) if segment is not None else None,
             db_or_none(float(np.max(recs[:, HOP_TP]))),
             db_or_none(float(np.max(recs[:, HOP_PEAK]))),
             laeq,

@@ -8,7 +8,6 @@ a whole file without parameter glides, and crash-safe JSON output.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from studiod.controllers.atomic import atomic_write
+from studiod.controllers.jsontext import finite_or_none
 from studiod.daemon.audiofile import AudioFileError, _format_for
 from studiod.dsp import loudness
 from studiod.dsp.engine import Engine
@@ -194,14 +194,6 @@ def read_audio(path: str | Path, progress: Progress | None = None) -> tuple[np.n
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioFileError(f"{path}: read error at frame {pos} ({exc})") from None
         return out[:pos], f.samplerate
-
-
-def finite_or_none(value) -> float | None:
-    """JSON has no -inf/NaN: silence and undefined readings become null."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -448,23 +440,6 @@ def run_engine_blocks(
 
 # --------------------------------------------------------------------------------------
 # JSON
-
-
-def jsonable(obj):
-    """Replace non-finite floats by None (JSON has no -inf/NaN), recursively."""
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        return finite_or_none(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def dumps(obj) -> str:
-    return json.dumps(jsonable(obj), indent=2, allow_nan=False)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

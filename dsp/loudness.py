@@ -151,6 +151,15 @@ DEFAULT_CHUNK_FRAMES = 512
 _PARALLEL_MIN_S = 1.0
 
 
+def finite_or_none(value) -> float | None:
+    """A reading, or None where it is silence (-inf) or undefined (NaN): what a report or a
+    JSON reader can hold."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 # =============================================================================================
 # Coefficients
 # =============================================================================================

@@ -617,10 +617,6 @@ def db_or_none(linear: float) -> float | None:
     return 20.0 * math.log10(linear)
 
 
-def finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
 @dataclass
 class Segment:
     """A programme segment of one bus. ``first_hop``/``end_hop``: the audio is
@@ -658,7 +654,7 @@ class Segment:
         return db_or_none(float(self.acc[0]))
 
     def summary(self, target: Target, hop_s: float) -> dict:
-        integrated = finite_or_none(self.integrated_lufs)
+        integrated = ld.finite_or_none(self.integrated_lufs)
         tp = self.true_peak_dbtp
         deviation = None if integrated is None else integrated - target.integrated_lufs
         compliant = None
@@ -675,8 +671,8 @@ class Segment:
             "integrated_lufs": integrated,
             "loudness_range_lu": float(self.loudness_range_lu),
             "true_peak_dbtp": tp,
-            "momentary_max_lufs": finite_or_none(float(self.acc[1])),
-            "shortterm_max_lufs": finite_or_none(float(self.acc[2])),
+            "momentary_max_lufs": ld.finite_or_none(float(self.acc[1])),
+            "shortterm_max_lufs": ld.finite_or_none(float(self.acc[2])),
             "target": target.name,
             "target_lufs": target.integrated_lufs,
             "target_true_peak_dbtp": target.ceiling_dbtp,
