@@ -18,9 +18,12 @@ import argparse
 import concurrent.futures as cf
 import multiprocessing
 import os
+import pkgutil
 import threading
 from collections.abc import Callable
+from importlib.metadata import version
 
+from studiod.controllers.jsontext import dumps
 from studiod.daemon.audiofile import AudioFileError
 from studiod.daemon.offline import (
     EXIT_OK,
@@ -31,7 +34,6 @@ from studiod.daemon.offline import (
     album_integrated_lufs,
     analyze_file,
     compliance,
-    dumps,
     fail,
     fmt,
 )
@@ -156,6 +158,7 @@ def _on_dask(
     try:
         if not client.scheduler_info()["workers"]:
             raise OfflineError(f"the Dask scheduler at {address} has no workers")
+        _check_workers(client)
         pool = client.get_executor(pure=False)
         if progress:
             progress.relabel(f"analyzing {len(paths)} files", len(paths))
@@ -169,6 +172,23 @@ def _on_dask(
     for path, res in zip(paths, results, strict=True):
         res.readings["path"] = str(path)
     return results
+
+
+def _check_workers(client) -> None:
+    """Every worker imports the offline module and runs this studiod's version. A worker
+    that cannot unpickle a task fails on receiving it and the task never ends: asking with
+    functions of the standard library first turns that hang into an error."""
+    here = version("studiod")
+    where = "studiod.daemon.offline:analyze_file.__module__"
+    for worker, got in client.run(pkgutil.resolve_name, where, on_error="return").items():
+        if isinstance(got, BaseException):
+            raise OfflineError(
+                f"the Dask worker {worker} cannot import studiod "
+                f"({type(got).__name__}: {got}); install studiod {here} there"
+            )
+    for worker, got in client.run(version, "studiod", on_error="return").items():
+        if got != here:
+            raise OfflineError(f"the Dask worker {worker} runs studiod {got}, this machine {here}")
 
 
 def _table(objects: list[dict]) -> str:

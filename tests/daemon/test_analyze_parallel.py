@@ -197,6 +197,20 @@ def test_scheduler_without_workers(catalog, capsys):
     assert f"the Dask scheduler at {address} has no workers" in capsys.readouterr().err
 
 
+def test_workers_without_studiod(catalog, tmp_path, capsys):
+    """Workers whose Python cannot import studiod (a preload hides it before any task; a
+    task sent there would never finish): the command names the worker and the cause in one
+    line, no traceback."""
+    hide = tmp_path / "hide_studiod.py"
+    hide.write_text("import sys\nsys.modules['studiod'] = None  # import studiod: ImportError\n")
+    with LocalCluster(n_workers=1, preload=[str(hide)], **CLUSTER) as foreign:
+        code = main(["analyze", "--scheduler", foreign.scheduler_address, *catalog[:2]])
+    assert code == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "the Dask worker tcp://127.0.0.1:" in err and "cannot import studiod" in err
+    assert "Traceback" not in err
+
+
 def test_without_dask_says_which_extra(catalog, monkeypatch, capsys):
     for name in ("dask", "dask.distributed", "distributed"):
         monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
