@@ -139,7 +139,9 @@ def _blurred(draw) -> str:
 patterns = st.one_of(_blurred(), _random_patterns)
 
 
-@settings(max_examples=500, deadline=None)
+# derandomize: the same examples on every run, so that the check after it is a fact about
+# them and not a draw (about a third of random examples match something)
+@settings(max_examples=500, deadline=None, derandomize=True)
 @given(patterns)
 def test_pattern_matching_agrees_with_python_osc(pattern):
     """The same addresses as python-osc's dispatcher (a regex per pattern), except those it
