@@ -546,7 +546,11 @@ class VirtualDevice:
                        else np.ascontiguousarray(source, np.float32))  # fmt: skip
         self._indata = np.zeros((n, self.in_channels), np.float32)
         self._outdata = np.zeros((n, self.out_channels), np.float32)
-        self._tap = np.zeros((max(tap_frames, 0), self.out_channels), np.float32)
+        self.tap_frames = max(tap_frames, 0)
+        # room for what the thread writes while tail() copies (up to tap_frames more, and
+        # the block in progress): it overwrites the slack, not the frames being read
+        ring = 2 * self.tap_frames + n if self.tap_frames else 0
+        self._tap = np.zeros((ring, self.out_channels), np.float32)
         self._vctl = np.zeros(rt.V_SIZE, np.int64)
         clock_fn, clock_id = _monotonic_clock()
         sleep_fn = libc_address("clock_nanosleep") if realtime else 0
@@ -617,11 +621,17 @@ class VirtualDevice:
         self._vctl[rt.V_RUN] = 0
 
     def tail(self, frames: int) -> np.ndarray:
-        """The last ``frames`` output frames (a copy, oldest first)."""
+        """The last ``frames`` output frames (at most ``tap_frames``; a copy, oldest first).
+        The thread goes on writing while this copies: a copy that a newer block may have
+        overwritten in part is taken again."""
         size = len(self._tap)
-        end = self.tapped
-        frames = min(frames, size, end)
-        return self._tap[np.arange(end - frames, end) % max(size, 1)].copy()
+        while True:
+            end = self.tapped
+            frames = min(frames, self.tap_frames, end)
+            rows = self._tap[np.arange(end - frames, end) % max(size, 1)]  # a copy
+            # the block in progress may be in the ring already, before it is counted
+            if self.tapped + self.block_frames - size <= end - frames:
+                return rows
 
     def _run(self) -> None:
         # Signals belong to the main thread: none interrupts the device's sleep.

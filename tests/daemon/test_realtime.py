@@ -132,6 +132,34 @@ def test_virtual_device_keeps_time_while_the_gil_is_held():
     assert 0 < timing["cpu_p50_us"] <= timing["p50_us"] + 1  # own CPU time within wall time
 
 
+def test_tail_is_one_stretch_of_output_while_the_device_writes():
+    """``tail`` copies while the device thread writes: every copy is one stretch of output,
+    never a ring torn by a newer block. The source loops every 47000 frames (475 periods of
+    485.1 Hz, seamlessly), so output a ring's length apart differs in phase and a torn copy
+    steps by far more than the sine's own largest step."""
+    core = _core()
+    loop, periods = 47000, 475
+    tone = 0.5 * np.sin(2 * np.pi * periods * np.arange(loop) / loop)
+    priority = AudioConfig().realtime_priority
+    device = VirtualDevice(core, priority=priority, source=tone.astype(np.float32)[:, None],
+                           tap_frames=FS // 4)  # fmt: skip
+    device.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while device.tapped < FS // 2:
+            assert time.monotonic() < deadline, "the device did not run"
+            time.sleep(0.01)
+        largest = 0.0
+        for _ in range(300):
+            y = device.tail(FS // 4)[:, 0].astype(np.float64)
+            assert len(y) == FS // 4
+            largest = max(largest, float(np.max(np.abs(np.diff(y)))))
+    finally:
+        device.close()
+    # the pan law's -3.01 dB on the sine's step 2 pi f / fs, and float32 rounding
+    assert largest <= 0.5 * 10 ** (-3.0103 / 20) * 2 * np.pi * periods / loop + 1e-6
+
+
 def test_populate_maps_every_page_before_the_first_touch():
     """A fresh 64 MB array is untouched memory: writing one byte per page faults hundreds of
     times on the writing thread, and not once after ``populate`` (what every array handed to
