@@ -21,6 +21,7 @@ from studiod.daemon.realtime import PAGE_BYTES, Placement, populate, thread_coun
 from studiod.daemon.runtime import Daemon
 from studiod.dsp.engine import Engine
 from studiod.dsp.session import ChannelSpec, MonitorSystemSpec, Session
+from tests.machine import Stolen
 
 FS = 48000
 BLOCK = 64
@@ -74,17 +75,6 @@ def _core() -> AudioCore:
     return core
 
 
-def _steal_s(cpu: int) -> float:
-    """Seconds the hypervisor ran something else while ``cpu`` had work (proc(5): the 8th
-    value of the cpuN line of /proc/stat, in ticks)."""
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *values = line.split()
-            if name == f"cpu{cpu}":
-                return int(values[7]) / os.sysconf("SC_CLK_TCK")
-    raise LookupError(f"cpu{cpu} not in /proc/stat")
-
-
 def test_virtual_device_keeps_time_while_the_gil_is_held():
     """The virtual device is compiled code end to end: while this thread holds the GIL for
     half a second (usleep through ctypes.PyDLL), it runs every block on time, the signal
@@ -112,14 +102,13 @@ def test_virtual_device_keeps_time_while_the_gil_is_held():
         cpu = max(os.sched_getaffinity(0))
         os.sched_setaffinity(device._thread.native_id, {cpu})
         time.sleep(0.05)  # on its CPU
-        start, stolen_before = time.monotonic(), _steal_s(cpu)
-        before = device.blocks
-        ctypes.PyDLL(None).usleep(500_000)
-        elapsed_s = time.monotonic() - start
-        blocks = device.blocks - before
-        # /proc/stat counts whole ticks: the steal may be up to a tick more than the difference
-        stolen_s = _steal_s(cpu) - stolen_before + 1.0 / os.sysconf("SC_CLK_TCK")
-        assert blocks >= 0.95 * (elapsed_s - stolen_s) * FS / BLOCK, (blocks, stolen_s)
+        with Stolen({cpu}) as stolen:
+            start = time.monotonic()
+            before = device.blocks
+            ctypes.PyDLL(None).usleep(500_000)
+            elapsed_s = time.monotonic() - start
+            blocks = device.blocks - before
+        assert blocks >= 0.95 * (elapsed_s - stolen.upper_s) * FS / BLOCK, (blocks, stolen.upper_s)
         y = device.tail(FS // 8)[:, 0].astype(np.float64)
         assert 20 * np.log10(np.sqrt(np.mean(y**2)) / (0.5 / np.sqrt(2))) == pytest.approx(
             -3.0103, abs=0.05
