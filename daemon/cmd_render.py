@@ -1,10 +1,11 @@
 """``studiod render SESSION OUT``: mix stem files through the engine to a premaster.
 
 The session file (TOML, see ``examples/session.toml``) names the stems, the engine session
-(groups, FX buses) and the mixer settings as registry addresses. The stems run through the
-same :class:`Engine` the daemon uses, in 4096-frame blocks, into the master bus; the
-premaster is the master bus with the true-peak limiter and the dither switched off, peak
-normalised (default -6 dBFS) and written as 24-bit PCM with TPDF dither (configurable).
+(groups, FX buses), the mixer settings as registry addresses and automation lanes
+(daemon.automation). The stems run through the same :class:`Engine` the daemon uses, in
+4096-frame blocks, into the master bus; the premaster is the master bus with the true-peak
+limiter and the dither switched off, peak normalised (default -6 dBFS) and written as
+24-bit PCM with TPDF dither (configurable).
 Optionally the mix is also mastered to a preset with ``studiod master``'s code.
 """
 
@@ -23,6 +24,7 @@ import soundfile as sf
 
 from studiod.controllers.jsontext import dumps, finite_or_none
 from studiod.daemon.audiofile import AudioFileError, atomic_sound_file
+from studiod.daemon.automation import Automation, parse_lanes
 from studiod.daemon.cmd_master import MasterOptions, master_file
 from studiod.daemon.offline import (
     BITS,
@@ -32,6 +34,7 @@ from studiod.daemon.offline import (
     OfflineError,
     Progress,
     check_output,
+    check_table,
     fail,
     open_audio,
     preset_from_args,
@@ -45,7 +48,7 @@ from studiod.dsp.layout import system_prefix
 from studiod.dsp.loudness import LoudnessMeter
 from studiod.dsp.session import Session, SessionError
 
-SESSION_KEYS = ("samplerate", "channel", "group", "fx", "mix", "render")
+SESSION_KEYS = ("samplerate", "channel", "group", "fx", "mix", "automation", "render")
 CHANNEL_KEYS = ("name", "stem")
 RENDER_DEFAULTS = {
     "normalize": "peak",  # "peak": scale the premaster's sample peak to peak_dbfs; "none"
@@ -89,11 +92,7 @@ class RenderSession:
         names = []
         for i, ch in enumerate(channels):
             key = f"{where}: channel[{i}]"
-            if not isinstance(ch, dict):
-                raise OfflineError(f"{key}: must be a table")
-            bad = sorted(set(ch) - set(CHANNEL_KEYS))
-            if bad:
-                raise OfflineError(f"{key}: unknown key(s) {bad}; known: {list(CHANNEL_KEYS)}")
+            check_table(ch, key, CHANNEL_KEYS)
             for k in CHANNEL_KEYS:
                 if not isinstance(ch.get(k), str) or not ch[k]:
                     raise OfflineError(f"{key}: '{k}' must be a non-empty string")
@@ -111,14 +110,8 @@ class RenderSession:
         self.mix = data.get("mix", {})
         if not isinstance(self.mix, dict):
             raise OfflineError(f"{where}: [mix] must be a table of address = value")
-        render = data.get("render", {})
-        if not isinstance(render, dict):
-            raise OfflineError(f"{where}: [render] must be a table")
-        bad = sorted(set(render) - set(RENDER_DEFAULTS))
-        if bad:
-            raise OfflineError(
-                f"{where}: [render] unknown key(s) {bad}; known: {list(RENDER_DEFAULTS)}"
-            )
+        self.automation = data.get("automation", [])  # checked against the engine's registry
+        render = check_table(data.get("render", {}), f"{where}: [render]", RENDER_DEFAULTS)
         self.options = {**RENDER_DEFAULTS, **render}
 
     def engine_session(self, channel_counts: list[int], samplerate: int) -> Session:
@@ -224,11 +217,13 @@ def render_mix(
     if limit in engine.registry:
         fixed[limit] = engine.registry[limit].maximum
     set_params(engine, fixed, "render")
+    lanes = parse_lanes(session.automation, engine, str(session.path), reserved=fixed)
+    automation = Automation(lanes, engine) if lanes else None
     if progress:
         progress.relabel("mixing", frames + engine.latency_samples)
     peak = 0.0
     inp = _stem_blocks(session, frames, engine.session.n_inputs)
-    for y in run_engine_blocks(engine, inp, [0, 1], progress):
+    for y in run_engine_blocks(engine, inp, [0, 1], progress, automation):
         peak = max(peak, float(np.max(np.abs(y))) if len(y) else 0.0)
         write(y)
     return frames, peak * 10.0 ** (HEADROOM_DB / 20.0)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -28,12 +29,25 @@ from studiod.dsp.loudness import LoudnessMeter
 from studiod.dsp.registry import ENUM, ParamError
 from studiod.dsp.targets import TARGETS, Target
 
+if TYPE_CHECKING:
+    from studiod.daemon.automation import Automation
+
 EXIT_OK = 0
 EXIT_ERROR = 1  # bad input, unreadable file, unreachable target (argparse uses 2 for usage)
 
 
 class OfflineError(Exception):
     """A problem the user can fix; the commands print it as ``studiod CMD: error: ...``."""
+
+
+def check_table(value: object, where: str, known: Iterable[str]) -> dict:
+    """``value``, a TOML table with only ``known`` keys, or an OfflineError naming ``where``."""
+    if not isinstance(value, dict):
+        raise OfflineError(f"{where}: must be a table")
+    bad = sorted(set(value) - set(known))
+    if bad:
+        raise OfflineError(f"{where}: unknown key(s) {bad}; known: {list(known)}")
+    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -405,12 +419,18 @@ def run_engine_blocks(
     blocks: Iterable[np.ndarray],
     columns: list[int],
     progress: Progress | None = None,
+    automation: Automation | None = None,
 ) -> Iterator[np.ndarray]:
     """Render a stream of float32 input blocks [frames, n_inputs] (any lengths) and yield
     output ``columns`` block by block, aligned with the input (the engine's latency removed:
     its first ``latency_samples`` output frames are dropped and as many frames of silence
-    follow the input). Memory stays flat whatever the length of the stream."""
+    follow the input), with ``automation``'s lanes from the first input frame on. Memory
+    stays flat whatever the length of the stream."""
     _settle(engine)
+    process = engine.process
+    if automation is not None:
+        automation.start()
+        process = automation.process
     latency = engine.latency_samples
     src = np.zeros((ENGINE_BLOCK_FRAMES, engine.session.n_inputs), dtype=np.float32)
     out = np.zeros((ENGINE_BLOCK_FRAMES, engine.session.n_outputs), dtype=np.float32)
@@ -428,7 +448,7 @@ def run_engine_blocks(
             n = min(ENGINE_BLOCK_FRAMES, len(block) - start)
             src[:n] = block[start : start + n]
             engine.service()
-            engine.process(src[:n], out[:n])
+            process(src[:n], out[:n])
             if progress:
                 progress.update(n)
             if to_skip >= n:

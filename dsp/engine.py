@@ -183,7 +183,7 @@ EngineState = namedtuple(
         "scratch",  # float64[8, 5] coefficient workspace (the audio thread never allocates)
         "active",  # bool[8] which sections of a bank run (workspace of _run_sections)
         "clock",  # int64[2]: absolute sample count, ticks done
-        "consts",  # float64[4]: samplerate, tick smoothing coef, gain ramp step, spare
+        "consts",  # float64[4]: samplerate, tick smoothing coef, gain ramp step, arrival
         # layout
         "ch_base",
         "ch_lane0",  # int64[C] first lane of each channel
@@ -784,18 +784,35 @@ def _run_sections(x, coefs, state, active):
 
 
 @kernel
-def _toward(current, target, step):
-    """One sample of a linear ramp: ``current`` moved toward ``target`` by at most ``step``."""
+def _toward(current, target, step, due):
+    """One sample of a linear ramp: ``current`` moved toward ``target`` by at most ``step``,
+    or, when ``due`` > 0, by 1/due of the way (it arrives in ``due`` samples)."""
     d = target - current
+    if due > 0:
+        return target if due == 1 else current + d / due
     if abs(d) <= step:
         return target
     return current + step if d > 0.0 else current - step
 
 
 @kernel
-def _glide(g, i, step):
+def _glide(g, i, step, due):
     """One ramp step of gain ``g[0, i]`` toward its target ``g[1, i]``."""
-    g[0, i] = _toward(g[0, i], g[1, i], step)
+    g[0, i] = _toward(g[0, i], g[1, i], step, due)
+
+
+@kernel
+def _due(s, t):
+    """:func:`_toward`'s ``due`` at absolute sample ``t``. While the engine renders
+    automation (:meth:`Engine.automate`), every gain arrives at its target on the sample
+    ``consts[3]``: the samples from ``t`` to there, counting both (1 once there). A gain
+    given a lane's value at the end of each block then follows the straight line between
+    those values, sample by sample. Otherwise (``consts[3]`` < 0) 0: gains ramp at
+    GAIN_RAMP_MS."""
+    arrival = s.consts[3]
+    if arrival < 0.0:
+        return 0
+    return max(int(arrival) - t + 1, 1)
 
 
 @kernel(inline=True)
@@ -810,8 +827,9 @@ def _channels(s, n0, n1):
                 x[i, lane] *= g[lane]
     else:
         for i in range(n):
+            due = _due(s, s.clock[0] + i)
             for lane in range(lanes):
-                _glide(s.ch_in_g, lane, a)
+                _glide(s.ch_in_g, lane, a, due)
                 x[i, lane] *= s.ch_in_g[0, lane]
     _run_sections(x, s.ch_coefs, s.ch_fstate, s.active)
     if s.ch_dyn_on[0]:
@@ -869,16 +887,17 @@ def _mix_gliding(s, x, n0, a):
     og = s.ch_out_g
     sg = s.ch_send_g
     for i in range(n):
+        due = _due(s, s.clock[0] + i)
         for lane in range(lanes):
             v = x[i, lane]
             dest = s.ch_dest[lane]
             for side in range(2):
-                _glide(og[:, lane], side, a)
+                _glide(og[:, lane], side, a, due)
                 out = v * og[0, lane, side]
                 s.bus_buf[dest, n0 + i, side] += out
                 s.ch_peak[lane] = max(s.ch_peak[lane], abs(out))
                 for f in range(s.fx_buf.shape[0]):
-                    _glide(sg[:, lane, f], side, a)
+                    _glide(sg[:, lane, f], side, a, due)
                     s.fx_buf[f, n0 + i, side] += v * sg[0, lane, f, side]
 
 
@@ -905,7 +924,7 @@ def _groups(s, n0, n1):
     )
     for g in range(n_grp):
         for i in range(n1 - n0):
-            _glide(s.grp_g, g, a)
+            _glide(s.grp_g, g, a, _due(s, s.clock[0] + i))
             for side in range(2):
                 s.bus_buf[0, n0 + i, side] += buf[i, 2 * g + side] * s.grp_g[0, g]
 
@@ -937,7 +956,7 @@ def _fx(s, n0, n1):
             )
         _run_sections(wet, s.fx_coefs[f], s.fx_fstate[f], s.active)
         for i in range(n1 - n0):
-            _glide(s.fx_g, f, a)
+            _glide(s.fx_g, f, a, _due(s, s.clock[0] + i))
             for side in range(2):
                 s.bus_buf[0, n0 + i, side] += wet[i, side] * s.fx_g[0, f]
 
@@ -974,7 +993,7 @@ def _master(s, lp_head, lp_spectra, n0, n1):
         x, x, s.mst_sat, s.sat_branch, s.sat_hist_x, s.sat_hist_even, s.sat_hist_odd, s.sat_counters
     )
     for i in range(n1 - n0):
-        s.mst_g[0] = _toward(s.mst_g[0], s.mst_g[1], a)
+        s.mst_g[0] = _toward(s.mst_g[0], s.mst_g[1], a, _due(s, s.clock[0] + i))
         for side in range(2):
             x[i, side] *= s.mst_g[0]
     lim.limiter_bank(x, x, s.mst_lim_coefs, s.mst_lim[0], s.mst_lim[1], s.mst_lim[2], s.mst_lim_gr)
@@ -1011,7 +1030,7 @@ def _multiband(s, x, a):
         s.mst_mb.gr_db,
     )
     for i in range(n):
-        g[0] = _toward(g[0], g[1], a)
+        g[0] = _toward(g[0], g[1], a, _due(s, s.clock[0] + i))
         for side in range(2):
             x[i, side] = dry[i, side] + g[0] * (x[i, side] - dry[i, side])
 
@@ -1022,7 +1041,8 @@ def _monitor(s, inp, n0, n1):
     m = s.mon_m
     has_ext = s.ext_in[0] >= 0
     for i in range(n0, n1):
-        s.mon_src_g[0] = _toward(s.mon_src_g[0], s.mon_src_g[1], a)
+        due = _due(s, s.clock[0] + i - n0)
+        s.mon_src_g[0] = _toward(s.mon_src_g[0], s.mon_src_g[1], a, due)
         left = s.mst_buf[i, 0]
         right = s.mst_buf[i, 1]
         if has_ext:
@@ -1030,7 +1050,7 @@ def _monitor(s, inp, n0, n1):
             left += share * (_finite(inp[i, s.ext_in[0]]) - left)
             right += share * (_finite(inp[i, s.ext_in[1]]) - right)
         for k in range(4):
-            _glide(m, k, a)
+            _glide(m, k, a, due)
         s.mon_buf[i, 0] = m[0, 0] * left + m[0, 1] * right
         s.mon_buf[i, 1] = m[0, 2] * left + m[0, 3] * right
 
@@ -1048,8 +1068,9 @@ def _systems(s, inp, out, n0, n1):
     talk = s.tb_in[0]
     if talk >= 0:  # the talkback's two gains move once a sample, whatever the systems
         for i in range(n):
+            due = _due(s, s.clock[0] + i)
             for k in range(2):
-                _glide(s.tb_g, k, a)
+                _glide(s.tb_g, k, a, due)
                 s.tb_buf[i, k] = s.tb_g[0, k]
     for m in range(s.sys_base.shape[0]):
         if s.sys_g[0, m] == 0.0 and s.sys_g[1, m] == 0.0:
@@ -1061,12 +1082,13 @@ def _systems(s, inp, out, n0, n1):
         mono = s.sys_flags[m, 0]
         cue = s.sys_cue[m]
         for i in range(n):
-            _glide(s.sys_g, m, a)
+            due = _due(s, s.clock[0] + i)
+            _glide(s.sys_g, m, a, due)
             g = s.sys_g[0, m]
             left = s.mon_buf[n0 + i, 0]
             right = s.mon_buf[n0 + i, 1]
             if cue >= 0:  # headphones: the monitor bus or their own mix, and the talkback
-                _glide(s.sys_cue_g, m, a)
+                _glide(s.sys_cue_g, m, a, due)
                 c = s.sys_cue_g[0, m]
                 left += c * (s.fx_buf[n_fx + cue, n0 + i, 0] - left)
                 right += c * (s.fx_buf[n_fx + cue, n0 + i, 1] - right)
@@ -1193,7 +1215,8 @@ def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_sto
     pos = 0
     while pos < n:
         phase = s.clock[0] % TICK
-        if phase == 0 and moving:
+        # automation (consts[3] >= 0) sets values for a block that may start between ticks
+        if moving and (phase == 0 or (pos == 0 and s.consts[3] >= 0.0)):
             _tick(s)
         seg = min(n - pos, TICK - phase) if moving else n - pos
         end = pos + seg
@@ -1468,7 +1491,7 @@ class Engine:
                     fs,
                     _one_pole_coef(PARAM_SMOOTH_MS, fs, TICK),
                     1.0 / (GAIN_RAMP_MS * 1e-3 * fs),
-                    0.0,
+                    -1.0,
                 ]
             ),
             ch_base=layout.ch_base,
@@ -1597,6 +1620,22 @@ class Engine:
             if param.address.startswith(("/master/eq/", "/master/eq/mode")):
                 self._lp_dirty = True
         return param, number
+
+    @property
+    def clock_samples(self) -> int:
+        """Samples processed since the engine was made: the absolute time of the next one."""
+        return int(self.state.clock[0])
+
+    def automate(self, arrival_sample: int | None) -> None:
+        """Offline renders of automation lanes (daemon.automation). With ``arrival_sample``
+        (a :attr:`clock_samples` value): every gain moves in a straight line to arrive at
+        its target on that sample, values set before a block take effect at its first
+        sample (not at the next control tick), and filter and dynamics parameters skip the
+        PARAM_SMOOTH_MS glide. None: a live engine's click-free ramps."""
+        consts = self.state.consts
+        live = arrival_sample is None
+        consts[1] = _one_pole_coef(PARAM_SMOOTH_MS, self.samplerate, TICK) if live else 1.0
+        consts[3] = -1.0 if live else float(arrival_sample)
 
     def service(self) -> None:
         """Control-side upkeep, called from a control thread (the daemon's service loop, or

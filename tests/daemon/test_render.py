@@ -152,7 +152,7 @@ BAD_CASES = [
     ('[mix]\n"/ch/1/bus" = "drums"\n', "'drums' is not one of"),
     ('[render]\nbits = "8"\n', "bit depth '8' is not one of"),
     ('[render]\nmaster = "vinyl"\n', "unknown preset 'vinyl'"),
-    ("[render]\nloudness = 3\n", "[render] unknown key(s) ['loudness']"),
+    ("[render]\nloudness = 3\n", "[render]: unknown key(s) ['loudness']"),
     ("[mixer]\n", "unknown key(s) ['mixer']"),
 ]
 
