@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C in a command that does not handle SIGINT itself
+        print(f"studiod {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -19,6 +19,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import pkgutil
+import signal
 import threading
 from collections.abc import Callable
 from importlib.metadata import version
@@ -89,7 +90,13 @@ def _gather(
     """Submit every file, collect the results in the order of ``paths`` as they complete
     (one step of ``progress`` per file). The first failure cancels what has not started
     and is raised: its message names the file."""
-    futures = {submit(p): k for k, p in enumerate(paths)}
+    # Ctrl-C waits until every file is submitted: raised inside a submit it could leave the
+    # pool's locks held, and workers forked meanwhile start with it blocked (_worker_start)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        futures = {submit(p): k for k, p in enumerate(paths)}
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     results: list[FileAnalysis | None] = [None] * len(paths)
     try:
         for future in cf.as_completed(futures):
@@ -100,6 +107,13 @@ def _gather(
         for future in futures:
             future.cancel()
     return results  # type: ignore[return-value]  # every slot is filled or we raised
+
+
+def _worker_start() -> None:
+    """A worker leaves Ctrl-C (which a terminal sends to the whole process group) to the
+    command, which cancels the files not started and waits for those being measured."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _in_processes(
@@ -123,7 +137,9 @@ def _in_processes(
     else:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["studiod.daemon.offline"])
-    pool = cf.ProcessPoolExecutor(max_workers=min(jobs, len(paths) - 1), mp_context=ctx)
+    pool = cf.ProcessPoolExecutor(
+        max_workers=min(jobs, len(paths) - 1), mp_context=ctx, initializer=_worker_start
+    )
     try:
         rest = _gather(
             lambda p: pool.submit(analyze_file, p, None, finite_only), paths[1:], progress

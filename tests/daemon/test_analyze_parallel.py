@@ -238,3 +238,58 @@ def test_progress_counts_files(catalog):
         cmd_analyze.analyze(catalog, bar, jobs=2)
     drawn = tty.getvalue()
     assert f"analyzing {len(catalog)} files" in drawn and "100.0 %" in drawn
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+@pytest.mark.parametrize("where", ["jobs", "dask"])
+def test_ctrl_c_stops_a_catalog_run_cleanly(catalog, cluster, where):
+    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) during a
+    long run: one line, exit 130, no traceback, no worker left behind, and on Dask no task
+    left on the scheduler."""
+    from dask.distributed import Client
+
+    args = [*(catalog * 40), "--json"]
+    args += ["--jobs", "2"] if where == "jobs" else ["--scheduler", cluster.scheduler_address]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studiod.daemon.cli", "analyze", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    with Client(cluster.scheduler_address, set_as_default=False) as client:
+
+        def running() -> bool:
+            if where == "jobs":
+                return bool(_children(proc.pid))
+            return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) > 0
+
+        deadline = time.monotonic() + 60.0
+        while not running():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        os.killpg(proc.pid, 2)  # SIGINT
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines() == ["studiod analyze: interrupted"], err
+        assert out == ""
+        deadline = time.monotonic() + 10.0
+        while not all(_gone(pid) for pid in workers):  # the pool's processes go with it
+            assert time.monotonic() < deadline, [p for p in workers if not _gone(p)]
+            time.sleep(0.05)
+        if where == "dask":
+            deadline = time.monotonic() + 10.0
+            while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
+                assert time.monotonic() < deadline, "tasks left on the scheduler"
+                time.sleep(0.1)
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or one that only waits to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
