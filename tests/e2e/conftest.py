@@ -54,16 +54,19 @@ class JackServer:
     ``samplerate`` before a :meth:`start` to restart it at another rate). Its messages are
     kept with their arrival time (see :meth:`late_clients`).
 
-    ``synchronous`` (the default): jackd ``-S``, where the driver waits for the whole graph
-    every cycle, so every client runs exactly once per period in graph order even when one
-    is late (the cycle is late instead): a recording holds exactly what the clients made,
-    however often the hypervisor takes a CPU for a few milliseconds. In jackd's own default,
-    the asynchronous mode, a client that the OS has not run by the next period is skipped
-    for it and its peers read its previous period: a recording then holds a repeated period
-    that no client produced (a 997 Hz tone measured 0.4 dB low in CI). jackd reports late
-    cycles only in the asynchronous mode (JackEngine::ProcessCurrent)."""
+    ``synchronous``: jackd ``-S``, where the driver waits for the whole graph every cycle, so
+    every client runs exactly once per period in graph order even when one is late (the
+    cycle is late instead). In jackd's default asynchronous mode a client that the OS has
+    not run by the next period is skipped for it and its peers read its previous period: a
+    recording then holds a repeated period that no client produced, several times a second
+    on a loaded VM (:meth:`late_clients`; test_jack_daemon.amplitudes leaves such stretches
+    out). The synchronous mode is for tests that count blocks while this process holds the
+    GIL or need every period of a take; it is not the default because jack2 can get stuck
+    in it when a client closes while the graph waits ("ClientCloseAux wait error", then
+    "SuspendRefNum error" and a 53 ms timeout every cycle: 18 cycles a second instead of
+    375, seen in 1 of 5 starts of the daemon with its MIDI clients)."""
 
-    def __init__(self, period: int = 128, samplerate: int = FS, synchronous: bool = True):
+    def __init__(self, period: int = 128, samplerate: int = FS, synchronous: bool = False):
         self.name = f"studiod-e2e-{uuid.uuid4().hex[:8]}"
         self.period = period
         self.samplerate = samplerate

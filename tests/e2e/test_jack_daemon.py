@@ -65,21 +65,31 @@ def programme(seconds: float = 2.0, fs: int = FS) -> np.ndarray:
     return np.column_stack([A1 * np.sin(2 * np.pi * F1 * t), A2 * np.sin(2 * np.pi * F2 * t)])
 
 
+CLEAN_RESIDUAL = 0.01  # of a chunk's RMS: a repeated JACK period leaves 5 % and more
+
+
 def amplitudes(
     x: np.ndarray, freqs_hz: tuple[float, ...], chunk_s: float = 0.04, fs: int = FS
 ) -> np.ndarray:
     """Peak amplitude of each ``freqs_hz`` component of ``x`` (at ``fs``): a least-squares
-    fit of those sines (and DC) in 40 ms chunks, median over the chunks. Independent of
-    phase, and a JACK xrun (a skipped or repeated period shifts the phase) spoils only the
-    chunk it falls in."""
+    fit of those sines (and DC) in 40 ms chunks, median over the chunks the fit explains
+    (residual under CLEAN_RESIDUAL of the chunk's RMS). Independent of phase; a chunk with
+    a discontinuity is left out: the recording's start before the signal arrived, or a JACK
+    period skipped or repeated because the machine ran a client late (which jackd's
+    asynchronous mode does several times a second on a loaded VM). A recording with fewer
+    than three such chunks is an error."""
     n = int(chunk_s * fs)
     t = np.arange(n) / fs
     basis = [np.ones(n)]
     for f0 in freqs_hz:
         basis += [np.sin(2 * np.pi * f0 * t), np.cos(2 * np.pi * f0 * t)]
+    basis = np.column_stack(basis)
     chunks = x[: len(x) // n * n].astype(np.float64).reshape(-1, n).T
-    coefs, *_ = np.linalg.lstsq(np.column_stack(basis), chunks, rcond=None)
-    return np.median(np.hypot(coefs[1::2], coefs[2::2]), axis=1)
+    coefs, *_ = np.linalg.lstsq(basis, chunks, rcond=None)
+    residual = np.sqrt(np.mean((chunks - basis @ coefs) ** 2, axis=0))
+    clean = residual <= CLEAN_RESIDUAL * np.sqrt(np.mean(chunks**2, axis=0))
+    assert clean.sum() >= 3, f"{clean.sum()} of {len(clean)} chunks without a discontinuity"
+    return np.median(np.hypot(coefs[1::2], coefs[2::2])[:, clean], axis=1)
 
 
 def amplitude(x: np.ndarray, freq_hz: float, chunk_s: float = 0.04, fs: int = FS) -> float:

@@ -108,7 +108,7 @@ class Rig:
         self.tmp_path = tmp_path
         self.config, self.outputs = config, outputs
         self.programme = programme() if played is None else played
-        self.server = JackServer(period=128)
+        self.server = JackServer(period=128, synchronous=True)
         self.daemon = self.peer = None
 
     def __enter__(self) -> Rig:
