@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -258,32 +259,37 @@ def test_ctrl_c_stops_a_catalog_run_cleanly(catalog, cluster, where):
         [sys.executable, "-m", "studiod.daemon.cli", "analyze", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    with Client(cluster.scheduler_address, set_as_default=False) as client:
+    try:
+        with Client(cluster.scheduler_address, set_as_default=False) as client:
 
-        def running() -> bool:
-            if where == "jobs":
-                return bool(_children(proc.pid))
-            return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) > 0
+            def running() -> bool:
+                if where == "jobs":
+                    return bool(_children(proc.pid))
+                return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) > 0
 
-        deadline = time.monotonic() + 60.0
-        while not running():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
-        workers = _children(proc.pid)
-        os.killpg(proc.pid, 2)  # SIGINT
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 130, err
-        assert err.strip().splitlines() == ["studiod analyze: interrupted"], err
-        assert out == ""
-        deadline = time.monotonic() + 10.0
-        while not all(_gone(pid) for pid in workers):  # the pool's processes go with it
-            assert time.monotonic() < deadline, [p for p in workers if not _gone(p)]
-            time.sleep(0.05)
-        if where == "dask":
+            deadline = time.monotonic() + 60.0
+            while not running():
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+            workers = _children(proc.pid)
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            assert proc.returncode == 130, err
+            assert err.strip().splitlines() == ["studiod analyze: interrupted"], err
+            assert out == ""
             deadline = time.monotonic() + 10.0
-            while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
-                assert time.monotonic() < deadline, "tasks left on the scheduler"
-                time.sleep(0.1)
+            while not all(_gone(pid) for pid in workers):  # the pool's processes go with it
+                assert time.monotonic() < deadline, [p for p in workers if not _gone(p)]
+                time.sleep(0.05)
+            if where == "dask":
+                deadline = time.monotonic() + 10.0
+                while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
+                    assert time.monotonic() < deadline, "tasks left on the scheduler"
+                    time.sleep(0.1)
+    finally:  # a run that did not stop takes its workers with it
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _gone(pid: int) -> bool:
