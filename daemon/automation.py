@@ -23,7 +23,9 @@ a corner or a step, so a lane straight in the gain (a send level, a toggle) is f
 exactly on every sample, a fader's straight line in dB within the chord of its exponential
 over one tick (2.6e-6 for a 60 dB/s fade at 48 kHz), and a step lands on the first sample
 at or after its time (a gain that jumps clicks as drawn: draw a short ramp for a fade).
-A lane's time is the time of the engine's input, the stems' timeline.
+A lane's time is the stems' timeline: a lane whose stage hears the stems later (the master
+fader behind the saturator's half-band and the linear-phase EQ, the monitor section behind
+the whole master chain) is played that many samples later.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from studiod.daemon.offline import OfflineError, check_table
+from studiod.dsp import limiter
 from studiod.dsp.engine import QUEUE_SIZE, TICK, Engine
 from studiod.dsp.registry import ENUM, TOGGLE, ParamError
 
@@ -124,6 +127,20 @@ def parse_lanes(
     return lanes
 
 
+def stage_delay_samples(engine: Engine, address: str) -> int:
+    """Samples from the engine's input to the stage ``address`` acts on: the master chain's
+    fader, limiter and dither come after its saturator and linear-phase EQ (the master's
+    latency without the limiter's look-ahead), the monitor section after the whole chain;
+    every stage before them hears the input as it comes."""
+    parts = address.strip("/").split("/")
+    master = engine.master_latency_samples
+    if parts[0] == "master" and parts[1] in ("fader", "limiter", "dither"):
+        return master - limiter.limiter_latency(engine.state.mst_lim_coefs)
+    if parts[0] in ("monitor", "talkback"):
+        return master
+    return 0
+
+
 class Automation:
     """Plays lanes into an engine while it renders (``offline.run_engine_blocks``): the
     lanes' values at time 0 queued before the engine settles on its parameters, then
@@ -133,12 +150,14 @@ class Automation:
         self.lanes = lanes
         self.engine = engine
         fs = engine.samplerate
+        self._delays = np.array([stage_delay_samples(engine, lane.address) for lane in lanes])
         # a point's first sample (the first at or after its time) is a piece of its own:
         # then no straight piece straddles a corner or a step
         times = np.concatenate([lane.times_s for lane in lanes])
         firsts = np.ceil(times * fs)  # then the rounding of times * fs undone
         firsts[(firsts - 1) / fs >= times] -= 1
         firsts[firsts / fs < times] += 1
+        firsts += np.repeat(self._delays, [len(lane.times_s) for lane in lanes])
         self._points = np.unique(np.concatenate([firsts, firsts + 1])).astype(np.int64)
         self._sent = np.full(len(lanes), np.nan)
         self._send(np.array([lane.at(0.0) for lane in lanes]))
@@ -164,8 +183,13 @@ class Automation:
         points = self._points - frame
         starts = np.unique(np.concatenate([[0], ticks, points[(points > 0) & (points < n)]]))
         ends = np.append(starts[1:], n)
-        t_s = (frame + ends - 1) / engine.samplerate
-        values = np.array([lane.at(t_s) for lane in self.lanes])
+        last = frame + ends - 1  # the input sample each piece ends on
+        values = np.array(
+            [
+                lane.at((last - delay) / engine.samplerate)
+                for lane, delay in zip(self.lanes, self._delays, strict=True)
+            ]
+        )
         # pieces whose values do not change from the piece before go with it: one call
         changed = np.flatnonzero(np.any(values[:, 1:] != values[:, :-1], axis=0)) + 1
         runs = [0, *changed.tolist()]

@@ -40,6 +40,10 @@ points = [[0.5003, 0.0], [1.5017, -60.0], [2.0, -60.0], [2.2509, -6.0]]
 address = "/ch/2/pan"
 points = [[0.25, 1.0], [2.75, -1.0]]
 
+[[automation]]
+address = "/master/fader"
+points = [[2.5003, 0.0], [3.0, -20.0]]
+
 [render]
 tail_s = 0.0
 """
@@ -64,8 +68,9 @@ def _render(tmp_path, body: str, out_name: str = "mix.wav") -> int:
 def test_a_fader_fade_and_a_pan_sweep_follow_their_closed_forms(tmp_path, capsys):
     """Channel 1 hard left with its fader straight in dB from 0 to -60 dB over 1 s, then
     back up to -6 dB in 0.25 s, the corners between samples and between control ticks;
-    channel 2's constant-power pan swept from right to left: every output sample within
-    1e-4 of the closed form."""
+    channel 2's constant-power pan swept from right to left; the master faded out by 20 dB
+    in the last half second (behind the saturator's 69-sample half-band): every output
+    sample within 1e-4 of the closed form."""
     one, two = _stems(tmp_path)
     assert _render(tmp_path, SESSION) == 0, capsys.readouterr().err
     y, fs = sf.read(tmp_path / "mix.wav", dtype="float64")
@@ -73,8 +78,9 @@ def test_a_fader_fade_and_a_pan_sweep_follow_their_closed_forms(tmp_path, capsys
     t = np.arange(len(one)) / FS
     fader_db = np.interp(t, [0.5003, 1.5017, 2.0, 2.2509], [0.0, -60.0, -60.0, -6.0])
     theta = (np.interp(t, [0.25, 2.75], [1.0, -1.0]) + 1.0) * math.pi / 4.0
-    left = one * 10.0 ** (fader_db / 20.0) + two * np.cos(theta)
-    right = two * np.sin(theta)
+    master = 10.0 ** (np.interp(t, [2.5003, 3.0], [0.0, -20.0]) / 20.0)
+    left = (one * 10.0 ** (fader_db / 20.0) + two * np.cos(theta)) * master
+    right = two * np.sin(theta) * master
     error = np.abs(y - np.column_stack([left, right]))
     assert error.max() < 1e-4, (error.max(), int(error.argmax()) // 2)
     # channel 2 from the right to the left
