@@ -258,6 +258,9 @@ def test_ctrl_c_stops_a_catalog_run_cleanly(catalog, cluster, where):
     proc = subprocess.Popen(
         [sys.executable, "-m", "studiod.daemon.cli", "analyze", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # as from a terminal: a shell that starts this run in the background (CI's may)
+        # has it ignore SIGINT, and a Python started so never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         with Client(cluster.scheduler_address, set_as_default=False) as client:
