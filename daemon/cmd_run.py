@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -58,5 +59,8 @@ def main(args) -> int:
         print(f"  control surfaces: {_surfaces_text(config)}")
         return 0
     setup_logging(config.log.level)
+    # systemd's SIGABRT (a missed watchdog, a stop past TimeoutStopSec) or a crash leaves
+    # every thread's Python stack on stderr, in the journal: where the daemon hung
+    faulthandler.enable()
     daemon = Daemon(config, status_out=sys.stdout if sys.stdout.isatty() else None)
     return daemon.serve()

@@ -79,6 +79,7 @@ def test_unit_asks_for_what_the_daemon_needs(installed_unit):
     assert d["Type"] == ["notify"]
     assert d["Restart"] == ["on-failure"]
     assert "WatchdogSec" in d and "TimeoutStartSec" in d
+    assert d["TimeoutStopFailureMode"] == ["abort"]  # a hung stop leaves the stacks
     assert d["User"] == ["studiod"] and d["SupplementaryGroups"] == ["audio"]
     assert d["StateDirectory"] == ["studiod"] and d["CacheDirectory"] == ["studiod"]
     # studiod.dsp._jit keeps compiled kernels in $NUMBA_CACHE_DIR: the CacheDirectory

@@ -202,8 +202,14 @@ class DaemonProcess:
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                # as systemd after TimeoutStopSec (TimeoutStopFailureMode=abort): the
+                # daemon's faulthandler writes where every thread is into the log
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
         code = self.proc.returncode
         self.proc = None
         return code
