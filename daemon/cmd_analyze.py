@@ -178,11 +178,16 @@ def _on_dask(
         pool = client.get_executor(pure=False)
         if progress:
             progress.relabel(f"analyzing {len(paths)} files", len(paths))
-        results = _gather(
-            lambda p: pool.submit(analyze_file, os.path.abspath(p), None, finite_only),
-            paths,
-            progress,
-        )
+        try:
+            results = _gather(
+                lambda p: pool.submit(analyze_file, os.path.abspath(p), None, finite_only),
+                paths,
+                progress,
+            )
+        finally:
+            # on a failure or Ctrl-C: cancelled on the cluster, so that none of this run's
+            # tasks stays there and no result is still awaited when the client closes
+            pool.shutdown(wait=False)
     finally:
         client.close()
     for path, res in zip(paths, results, strict=True):
