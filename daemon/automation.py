@@ -127,7 +127,7 @@ def parse_lanes(
     return lanes
 
 
-def stage_delay_samples(engine: Engine, address: str) -> int:
+def _stage_delay_samples(engine: Engine, address: str) -> int:
     """Samples from the engine's input to the stage ``address`` acts on: the master chain's
     fader, limiter and dither come after its saturator and linear-phase EQ (the master's
     latency without the limiter's look-ahead), the monitor section after the whole chain;
@@ -150,7 +150,7 @@ class Automation:
         self.lanes = lanes
         self.engine = engine
         fs = engine.samplerate
-        self._delays = np.array([stage_delay_samples(engine, lane.address) for lane in lanes])
+        self._delays = np.array([_stage_delay_samples(engine, lane.address) for lane in lanes])
         # a point's first sample (the first at or after its time) is a piece of its own:
         # then no straight piece straddles a corner or a step
         times = np.concatenate([lane.times_s for lane in lanes])

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,7 +40,7 @@ class OfflineError(Exception):
     """A problem the user can fix; the commands print it as ``studiod CMD: error: ...``."""
 
 
-def check_table(value: object, where: str, known: Iterable[str]) -> dict:
+def check_table(value: object, where: str, known: Collection[str]) -> dict:
     """``value``, a TOML table with only ``known`` keys, or an OfflineError naming ``where``."""
     if not isinstance(value, dict):
         raise OfflineError(f"{where}: must be a table")
