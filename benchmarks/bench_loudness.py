@@ -1,4 +1,4 @@
-"""Loudness analysis speed against ffmpeg and pyloudnorm, side by side in one run (issue #3).
+"""Loudness analysis speed against ffmpeg, libebur128 and pyloudnorm, side by side in one run.
 
 Material: 10 minutes of synthesised 48 kHz stereo programme (``_material.stereo_programme``),
 written to a temporary 32-bit float WAV so that ffmpeg and we read the same samples.
@@ -6,12 +6,16 @@ written to a temporary 32-bit float WAV so that ffmpeg and we read the same samp
 * Full analysis (momentary, short-term, integrated, LRA, true peak): ``ffmpeg -i FILE -af
   ebur128=peak=true -f null -`` against ``studiod.dsp.loudness.measure`` on the samples read
   from the same file with soundfile, file read included (what ``studiod analyze`` does).
+* Full analysis in memory: libebur128 (through pyebur128; momentary, short-term, integrated,
+  LRA and true peak, in its histogram mode, its fastest for a long programme) on the float64
+  samples against ``measure`` on the same array.
 * Integrated loudness: ``pyloudnorm.Meter(fs, filter_class="DeMan").integrated_loudness`` on
   the float64 samples in memory against ``measure(..., true_peak=False)`` on the same array.
 
 Each figure is the best (shortest) wall-clock time of N runs; the ratios use those. ``measure``
 uses every CPU (threads); the single-thread figures are printed too. The last line is
-``analysis/ffmpeg: <x>x  integrated/pyloudnorm: <y>x`` (how many times faster we are).
+``analysis/ffmpeg: <x>x  analysis/libebur128: <y>x  integrated/pyloudnorm: <z>x`` (how many
+times faster we are; issues #3 and #16).
 
     python benchmarks/bench_loudness.py [--seconds 600] [--runs 3]
 """
@@ -30,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyebur128
 import pyloudnorm
 import soundfile as sf
 
@@ -98,6 +103,23 @@ def ffmpeg_ebur128(path: Path) -> dict:
     return {"I": grab("I"), "LRA": grab("LRA"), "TP": grab("Peak")}
 
 
+def libebur128(x: np.ndarray) -> dict:
+    """libebur128's full analysis of ``x`` (float64 [n, 2]): I, LRA and the true peak."""
+    mode = pyebur128.MeasurementMode
+    state = pyebur128.R128State(
+        x.shape[1],
+        SAMPLERATE,
+        mode.MODE_I | mode.MODE_S | mode.MODE_LRA | mode.MODE_TRUE_PEAK | mode.MODE_HISTOGRAM,
+    )
+    state.add_frames(x.reshape(-1), len(x))
+    peak = max(pyebur128.get_true_peak(state, c) for c in range(x.shape[1]))
+    return {
+        "I": pyebur128.get_loudness_global(state),
+        "LRA": pyebur128.get_loudness_range(state),
+        "TP": 20 * np.log10(peak),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="programme length")
@@ -132,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         t_mem1, _ = best_of(args.runs, lambda: measure(x32, SAMPLERATE, workers=1))
         t_read, _ = best_of(args.runs, lambda: sf.read(path, dtype="float32"))
 
+    t_ebu, ebu = best_of(args.runs, lambda: libebur128(x64), "ebu")
+    t_full, _ = best_of(args.runs, lambda: measure(x64, SAMPLERATE), "ours_full")
+    t_full1, _ = best_of(args.runs, lambda: measure(x64, SAMPLERATE, workers=1))
     meter = pyloudnorm.Meter(SAMPLERATE, filter_class="DeMan")
     t_pyln, pyln = best_of(args.runs, lambda: meter.integrated_loudness(x64), "pyln")
     t_int, ours_i = best_of(
@@ -146,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  studiod measure, in memory                     {t_mem:7.3f}   {t_ff / t_mem:6.1f}x")
     print(f"  studiod measure, in memory, one thread         {t_mem1:7.3f}   {t_ff / t_mem1:6.1f}x")
     print(f"  (soundfile read of the WAV alone               {t_read:7.3f})")
+    print("full analysis (float64 in memory)                seconds   vs libebur128")
+    print(f"  libebur128 (pyebur128, histogram mode)         {t_ebu:7.3f}      1.0x")
+    print(
+        f"  studiod measure                                {t_full:7.3f}   {t_ebu / t_full:6.1f}x"
+    )
+    print(
+        f"  studiod measure, one thread                    {t_full1:7.3f}   {t_ebu / t_full1:6.1f}x"
+    )
     print("integrated loudness (float64 in memory)          seconds   vs pyloudnorm")
     print(f"  pyloudnorm integrated_loudness                 {t_pyln:7.3f}      1.0x")
     print(f"  studiod measure(true_peak=False)               {t_int:7.3f}   {t_pyln / t_int:6.1f}x")
@@ -156,19 +189,33 @@ def main(argv: list[str] | None = None) -> int:
     print("CPU seconds (all threads; a check when other work shares the machine):")
     print(
         f"  ffmpeg {cpu['ffmpeg']:.3f}  studiod file {cpu['ours_file']:.3f}  "
-        f"({cpu['ffmpeg'] / cpu['ours_file']:.1f}x);  pyloudnorm {cpu['pyln']:.3f}  "
-        f"studiod integrated {cpu['ours_int']:.3f} ({cpu['pyln'] / cpu['ours_int']:.1f}x)"
+        f"({cpu['ffmpeg'] / cpu['ours_file']:.1f}x);  libebur128 {cpu['ebu']:.3f}  "
+        f"studiod {cpu['ours_full']:.3f} ({cpu['ebu'] / cpu['ours_full']:.1f}x)"
+    )
+    print(
+        f"  pyloudnorm {cpu['pyln']:.3f}  studiod integrated {cpu['ours_int']:.3f} "
+        f"({cpu['pyln'] / cpu['ours_int']:.1f}x)"
     )
     print(f"  load average at the end: {os.getloadavg()[0]:.2f}")
     print()
     print("agreement:")
     print(
         f"  integrated  studiod {ours['integrated_lufs']:8.3f}  ffmpeg {ff['I']:6.1f}  "
-        f"pyloudnorm {pyln:8.3f} LUFS  (integrated-only path {ours_i['integrated_lufs']:.3f})"
+        f"libebur128 {ebu['I']:8.3f}  pyloudnorm {pyln:8.3f} LUFS  "
+        f"(integrated-only path {ours_i['integrated_lufs']:.3f})"
     )
-    print(f"  LRA         studiod {ours['loudness_range_lu']:8.3f}  ffmpeg {ff['LRA']:6.1f} LU")
-    print(f"  true peak   studiod {ours['true_peak_dbtp']:8.3f}  ffmpeg {ff['TP']:6.1f} dBTP")
-    print(f"analysis/ffmpeg: {t_ff / t_file:.1f}x  integrated/pyloudnorm: {t_pyln / t_int:.1f}x")
+    print(
+        f"  LRA         studiod {ours['loudness_range_lu']:8.3f}  ffmpeg {ff['LRA']:6.1f}  "
+        f"libebur128 {ebu['LRA']:8.3f} LU"
+    )
+    print(
+        f"  true peak   studiod {ours['true_peak_dbtp']:8.3f}  ffmpeg {ff['TP']:6.1f}  "
+        f"libebur128 {ebu['TP']:8.3f} dBTP"
+    )
+    print(
+        f"analysis/ffmpeg: {t_ff / t_file:.1f}x  analysis/libebur128: {t_ebu / t_full:.1f}x  "
+        f"integrated/pyloudnorm: {t_pyln / t_int:.1f}x"
+    )
     return 0
 
 

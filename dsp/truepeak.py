@@ -223,7 +223,7 @@ def prefetch_rows(x, start, stop):
 
 
 @intrinsic
-def _float_bits(typingctx, value):
+def float_bits(typingctx, value):
     """The bit pattern of a float64 as int64 (a register move, no arithmetic)."""
     sig = types.int64(types.float64)
 
@@ -260,7 +260,7 @@ def _scan_annex2(buf, m, coefs, best):
             acc = 0.0
             for k in range(12):
                 acc += coefs[p, k] * buf[i + 11 - k]
-            best = max(best, _float_bits(abs(acc)))
+            best = max(best, float_bits(abs(acc)))
     return best
 
 
@@ -277,7 +277,7 @@ def _scan_generic(buf, m, coefs, acc, best):
             for i in range(m):
                 acc[i] += c * buf[hist + i - k]
         for i in range(m):
-            best = max(best, _float_bits(abs(acc[i])))
+            best = max(best, float_bits(abs(acc[i])))
     return best
 
 
@@ -311,10 +311,10 @@ def _peak_tiled(x, coefs, history, peak, scratch, include_samples):
                     buf[i] = x[start + i, lane]
         for lane in range(lanes):
             buf = scratch[lane * span : lane * span + hist + m]
-            best = _float_bits(peak[lane])
+            best = float_bits(peak[lane])
             if include_samples:
                 for i in range(m):
-                    best = max(best, _float_bits(abs(buf[hist + i])))
+                    best = max(best, float_bits(abs(buf[hist + i])))
             if annex2:
                 best = _scan_annex2(buf, m, coefs, best)
             else:

@@ -16,6 +16,7 @@ from scipy import signal
 
 from studiod.dsp.loudness import (
     LoudnessMeter,
+    _piece_plan,
     block_geometry,
     kweighting_sos,
     loudness_process_state,
@@ -402,6 +403,27 @@ def test_threaded_nan_input_behaves_like_streaming(programme):
         meter.process(programme[12 * FS : 16 * FS], workers=workers)
     assert meters[0].nonfinite_events == meters[1].nonfinite_events == 1
     _assert_same_readings(meters[0].readings(), meters[1].readings())
+
+
+@pytest.mark.parametrize("subs", [552, 553, 5000, 60001])
+@pytest.mark.parametrize(("groups", "per_group"), [(1, 1), (1, 16), (2, 5), (3, 16)])
+def test_piece_plan_measures_every_sub_block_once(subs, groups, per_group):
+    settle = 69  # 0.69 s of 10 ms sub-blocks: the 48 kHz settling run
+    plan = _piece_plan(subs, settle, groups, per_group)
+    assert len(plan) == groups
+    measured = np.zeros(subs, dtype=int)
+    for origin, measure_from, stop in plan:
+        for o, m, s in zip(origin, measure_from, stop, strict=True):
+            first = o + m
+            assert m == (0 if first == 0 else settle)  # only the signal's start needs no run-in
+            assert o >= 0
+            measured[first:s] += 1
+    np.testing.assert_array_equal(measured, 1)
+    assert plan[-1][2][-1] == subs  # the last piece ends the body: its state goes on
+    # the pieces run in lockstep: all as long as the first, unless the body ends first
+    length = plan[0][2][0]
+    for origin, _, stop in plan:
+        np.testing.assert_array_equal(stop, np.minimum(subs, origin + length))
 
 
 @pytest.mark.parametrize("samplerate", [8000, 48000, 192000])
