@@ -814,8 +814,9 @@ def _kweight_piece(
 # piece a "chain", run in lockstep instead: the inner loop goes across the chains, and LLVM
 # vectorises it (4 doubles per AVX2 register, 2 per NEON one). The chains' states live in
 # memory, so the loop needs enough of them to hide the store-to-load latency. Measured on the
-# 2-vCPU EPYC (AVX2): 8 chains 3.0 ns per chain-sample, 16 chains 0.88 ns, 32 chains 0.52 ns,
-# 64 chains 0.52 ns; the serial two-lane loop (``_kweight_pair``) 2.3 ns per lane-sample.
+# 2-vCPU EPYC (AVX2), ns per chain-sample over several runs: 8 chains 3.0, 16 chains 0.9,
+# 32 chains 0.5-0.8, 64 chains 0.5-0.8; the serial two-lane loop (``_kweight_pair``) 2.3-2.9
+# per lane-sample.
 CHAINS = 32
 # A piece is at least this many times as long as the settling run before it (which is
 # computed and thrown away), so settling costs at most 1/8 of the work.
@@ -908,7 +909,7 @@ def _frame_stats(x, first, m, corr, peak_bits):
 def _gather(x, first, m, col, tile):
     """``tile[:m, col:col + lanes] = x[first:first + m]`` as float64."""
     lanes = x.shape[1]
-    if lanes == 2:  # the pair as one copy (measured 2x faster than the loop over lanes)
+    if lanes == 2:  # stereo without an inner loop per frame
         for t in range(m):
             tile[t, col] = x[first + t, 0]
             tile[t, col + 1] = x[first + t, 1]
