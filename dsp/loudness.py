@@ -9,10 +9,10 @@ parallel threads, see "whole-signal path" below; same readings to rounding).
 
 Speed (10 min of 48 kHz stereo, benchmarks/bench_loudness.py): streaming, the K-weighting,
 mean squares, peaks and correlation sums are one fused loop with the filter state in
-registers, two lanes interleaved (``_kweight_pair``); a whole signal runs up to 32 time pieces
-of it in SIMD lanes per thread (``_kweight_group``); the true peak is the vectorised polyphase
-scan of ``truepeak.truepeak_bank``; the gates are updated from the histograms once per 100 ms
-hop.
+registers, two lanes interleaved (``_kweight_pair``); a whole signal runs time pieces of it in
+SIMD lanes, up to 32 lanes (16 pieces of stereo) per thread (``_kweight_group``); the true peak
+is the vectorised polyphase scan of ``truepeak.truepeak_bank``; the gates are updated from the
+histograms once per 100 ms hop.
 
 Signal path (ITU-R BS.1770-4 Annex 1, EBU Tech 3341 V4, EBU Tech 3342 V4):
 
