@@ -151,6 +151,14 @@ class DaemonProcess:
         self.stderr_path = tmp_path / f"daemon-{uuid.uuid4().hex[:6]}.log"
         self.status = ""
 
+    @classmethod
+    def from_text(cls, config_text: str, tmp_path: Path, env: dict | None = None):
+        """A daemon (not started) on ``config_text``, written to ``tmp_path/studiod.toml``, in
+        ``env`` (default: this process's environment)."""
+        config = tmp_path / "studiod.toml"
+        config.write_text(config_text)
+        return cls(config, dict(os.environ) if env is None else env, tmp_path)
+
     def start(self, timeout: float = 120.0) -> None:
         env = dict(self.env, NOTIFY_SOCKET=str(self.sock_path))
         with open(self.stderr_path, "ab") as err:

@@ -4,7 +4,6 @@ stderr, the journal, before it dies."""
 
 from __future__ import annotations
 
-import os
 import signal
 
 import pytest
@@ -19,9 +18,7 @@ pytestmark = pytest.mark.e2e
 @netns
 def test_sigabrt_leaves_every_threads_stack_in_the_log(tmp_path):
     assert inside()
-    config = tmp_path / "studiod.toml"
-    config.write_text(CONFIG)
-    daemon = DaemonProcess(config, dict(os.environ), tmp_path)
+    daemon = DaemonProcess.from_text(CONFIG, tmp_path)
     try:
         daemon.start()
         daemon.proc.send_signal(signal.SIGABRT)

@@ -15,7 +15,6 @@ daemon is still running, stops cleanly, and its log holds no traceback and stays
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import struct
@@ -120,12 +119,10 @@ def _tcp_garbage(rng: random.Random, fuzz: Fuzzer) -> None:
 
 @netns
 def test_20k_fuzzed_datagrams_against_a_live_daemon(tmp_path):
-    config = tmp_path / "studiod.toml"
-    config.write_text(CONFIG)
     session = Session.from_dict(tomllib.loads(SESSION)["session"])
     addresses = [p.address for p in build_layout(session).registry]
     addresses += ["/subscribe", "/unsubscribe", "/meters/loudness", "/meters/channels", "/"]
-    daemon = DaemonProcess(config, dict(os.environ), tmp_path)
+    daemon = DaemonProcess.from_text(CONFIG, tmp_path)
     daemon.start()
     fuzz = Fuzzer(12, addresses)
     rng = random.Random(13)

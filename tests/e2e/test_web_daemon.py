@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -206,9 +205,7 @@ stats_interval_s = 0
 @netns
 def test_with_a_password_an_unauthenticated_change_is_refused(tmp_path):
     assert inside()
-    config = tmp_path / "studiod.toml"
-    config.write_text(PASSWORD_CONFIG)
-    daemon = DaemonProcess(config, dict(os.environ), tmp_path)
+    daemon = DaemonProcess.from_text(PASSWORD_CONFIG, tmp_path)
     daemon.start()
     try:
         ws = Ws(HTTP_PORT)
