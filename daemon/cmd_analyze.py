@@ -21,8 +21,9 @@ import os
 import pkgutil
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.metadata import version
+from typing import Protocol
 
 from studiod.controllers.jsontext import dumps
 from studiod.daemon.audiofile import AudioFileError
@@ -40,6 +41,12 @@ from studiod.daemon.offline import (
 )
 
 SCHEDULER_TIMEOUT_S = 5.0  # connecting to a Dask scheduler; then a clear error, not a hang
+
+
+class Future(Protocol):
+    """A file being measured elsewhere: a concurrent.futures or a Dask future."""
+
+    def result(self) -> FileAnalysis: ...
 
 
 def analyze(
@@ -85,28 +92,41 @@ def analyze(
 
 
 def _gather(
-    submit: Callable[[str], cf.Future], paths: list[str], progress: Progress | None
+    submit: Callable[[str], Future],
+    paths: list[str],
+    progress: Progress | None,
+    as_completed: Callable[[list[Future]], Iterable[Future]],
+    cancel: Callable[[list[Future]], object],
 ) -> list[FileAnalysis]:
     """Submit every file, collect the results in the order of ``paths`` as they complete
-    (one step of ``progress`` per file). The first failure cancels what has not started
-    and is raised: its message names the file."""
-    # Ctrl-C waits until every file is submitted: raised inside a submit it could leave the
-    # pool's locks held, and workers forked meanwhile start with it blocked (_worker_start)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    (one step of ``progress`` per file). The first failure, or Ctrl-C, cancels every
+    future (``cancel``) and is raised: its message names the file."""
+    futures: dict[Future, int] = {}
     try:
-        futures = {submit(p): k for k, p in enumerate(paths)}
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    results: list[FileAnalysis | None] = [None] * len(paths)
-    try:
-        for future in cf.as_completed(futures):
+        # Ctrl-C waits until every file is submitted: raised inside a submit it could leave
+        # the pool's locks held, and workers forked meanwhile start with it blocked
+        # (_worker_start)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for k, p in enumerate(paths):
+                futures[submit(p)] = k
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        results: list[FileAnalysis | None] = [None] * len(paths)
+        for future in as_completed(list(futures)):
             results[futures[future]] = future.result()
             if progress:
                 progress.update(1)
-    finally:
-        for future in futures:
-            future.cancel()
+    except BaseException:
+        cancel(list(futures))
+        raise
     return results  # type: ignore[return-value]  # every slot is filled or we raised
+
+
+def _cancel_each(futures: list[cf.Future]) -> None:
+    """Cancels the files of a process pool that have not started."""
+    for future in futures:
+        future.cancel()
 
 
 def _worker_start() -> None:
@@ -142,7 +162,11 @@ def _in_processes(
     )
     try:
         rest = _gather(
-            lambda p: pool.submit(analyze_file, p, None, finite_only), paths[1:], progress
+            lambda p: pool.submit(analyze_file, p, None, finite_only),
+            paths[1:],
+            progress,
+            cf.as_completed,
+            _cancel_each,
         )
     except cf.process.BrokenProcessPool:
         raise OfflineError(
@@ -162,7 +186,7 @@ def _on_dask(
     files must be at the same paths on the workers (a shared file system), which must run
     the same studiod. The readings keep the paths as given."""
     try:
-        from dask.distributed import Client
+        from dask.distributed import Client, as_completed
     except ImportError:
         raise OfflineError(
             "--scheduler needs Dask: install the extra, pip install 'studiod[dask]'"
@@ -175,19 +199,23 @@ def _on_dask(
         if not client.scheduler_info()["workers"]:
             raise OfflineError(f"the Dask scheduler at {address} has no workers")
         _check_workers(client)
-        pool = client.get_executor(pure=False)
         if progress:
             progress.relabel(f"analyzing {len(paths)} files", len(paths))
-        try:
-            results = _gather(
-                lambda p: pool.submit(analyze_file, os.path.abspath(p), None, finite_only),
-                paths,
-                progress,
-            )
-        finally:
-            # on a failure or Ctrl-C: cancelled on the cluster, so that none of this run's
-            # tasks stays there and no result is still awaited when the client closes
-            pool.shutdown(wait=False)
+        # Dask's own futures, not its concurrent.futures executor: that fetches each result
+        # in a callback of its event loop, and a task cancelled (Ctrl-C, a failure) between
+        # finishing and being fetched raised there, a traceback on stderr. Here the result
+        # is fetched by this thread, and a cancellation is an exception we handle.
+        results = _gather(
+            lambda p: client.submit(
+                analyze_file, os.path.abspath(p), None, finite_only, pure=False
+            ),
+            paths,
+            progress,
+            lambda futures: as_completed(futures, loop=client.loop),
+            # cancelled on the cluster, so that none of this run's tasks stays there and no
+            # result is still awaited when the client closes
+            client.cancel,
+        )
     finally:
         client.close()
     for path, res in zip(paths, results, strict=True):
