@@ -3,9 +3,12 @@ import pytest
 import scipy.signal as ss
 
 from studiod.dsp.filters import (
+    CASCADE_SECTIONS,
+    CASCADE_TILE,
     HIGHPASS,
     HIGHSHELF,
     PEAK,
+    STACK_LANES,
     IIRFilter,
     biquad_bank,
     biquad_cascade_bank,
@@ -93,17 +96,35 @@ def test_bad_kind_and_shapes_are_refused():
         IIRFilter.rbj("peak", 100.0, 48000, lanes=2).process(np.zeros(10))
 
 
-def test_cascade_bank_equals_a_pass_per_active_section():
+@pytest.mark.parametrize(
+    "lanes, sections, frames",
+    [
+        (3, 3, 1000),
+        # more lanes and sections than one pass holds, a frame count no tile divides
+        (STACK_LANES + 3, CASCADE_SECTIONS + 2, 3 * CASCADE_TILE + 17),
+        (1, 1, 5),
+    ],
+)
+def test_cascade_bank_equals_a_pass_per_active_section(lanes, sections, frames):
+    """The same samples and final state as biquad_bank run once per active section, in two
+    calls (the state carries over)."""
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((1000, 3))
-    coefs = np.zeros((3, 5, 3))
-    for k, (kind, freq_hz) in enumerate([(PEAK, 300.0), (HIGHPASS, 80.0), (HIGHSHELF, 6000.0)]):
-        for lane in range(3):
-            design_biquad(kind, freq_hz * (lane + 1), 0.9, 4.0, 48000.0, coefs[k, :, lane])
-    active = np.array([True, False, True])
+    x = rng.standard_normal((frames, lanes))
+    shapes = [(PEAK, 300.0), (HIGHPASS, 80.0), (HIGHSHELF, 6000.0)]
+    coefs = np.zeros((sections, 5, lanes))
+    for k in range(sections):
+        kind, freq_hz = shapes[k % 3]
+        for lane in range(lanes):
+            design_biquad(kind, freq_hz * (1 + 0.1 * lane), 0.9, 4.0, 48000.0, coefs[k, :, lane])
+    active = np.arange(sections) % 3 != 1 if sections > 1 else np.ones(1, bool)
     ours = x.copy()
-    biquad_cascade_bank(ours, coefs, np.zeros((3, 2, 3)), active)
+    state = np.zeros((sections, 2, lanes))
+    half = frames // 2
+    biquad_cascade_bank(ours[:half], coefs, state, active)
+    biquad_cascade_bank(ours[half:], coefs, state, active)
     ref = x.copy()
-    for k in (0, 2):
-        biquad_bank(ref, ref, coefs[k : k + 1], np.zeros((1, 2, 3)))
+    for k in np.flatnonzero(active):
+        ref_state = np.zeros((1, 2, lanes))
+        biquad_bank(ref, ref, coefs[k : k + 1], ref_state)
+        np.testing.assert_allclose(state[k], ref_state[0], atol=1e-12)
     np.testing.assert_allclose(ours, ref, atol=1e-12)
