@@ -310,8 +310,11 @@ def _smooth_to_gain(target, reduction, rise, fall, gain):
         for lane in range(lanes):
             t = row[lane]
             r = reduction[lane]
-            alpha = rise[lane] if t > r else fall[lane]
-            r = t + alpha * (r - t)
+            # both candidates, then one chosen: a choice between two loads (the coefficient)
+            # compiles to a load from a chosen address, which keeps the loop scalar
+            up = t + rise[lane] * (r - t)
+            down = t + fall[lane] * (r - t)
+            r = up if t > r else down
             reduction[lane] = r
             row[lane] = gain[lane] * _fast_exp2(-_LOG2_PER_DB * r)
 
