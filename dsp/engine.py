@@ -31,8 +31,9 @@ import numpy as np
 from studiod.dsp import dither, dynamics, effects, linphase, stereo
 from studiod.dsp import filters as flt
 from studiod.dsp import limiter as lim
-from studiod.dsp._jit import fence, kernel, publish
+from studiod.dsp._jit import fence, kernel, publish, stack_empty
 from studiod.dsp.crossover import design_crossover3
+from studiod.dsp.filters import STACK_LANES
 from studiod.dsp.layout import (
     CH_BUS,
     CH_COMP,
@@ -821,10 +822,16 @@ def _channels(s, n0, n1):
     n, lanes = x.shape
     a = s.consts[2]
     if _settled(s.ch_in_g):
-        g = s.ch_in_g[0]
-        for i in range(n):
-            for lane in range(lanes):
-                x[i, lane] *= g[lane]
+        # the gains in stack scratch: no overlap check per frame
+        g = stack_empty(STACK_LANES, np.float64)
+        for l0 in range(0, lanes, STACK_LANES):
+            w = min(STACK_LANES, lanes - l0)
+            for lane in range(w):
+                g[lane] = s.ch_in_g[0, l0 + lane]
+            for i in range(n):
+                row = x[i, l0 : l0 + w]
+                for lane in range(w):
+                    row[lane] *= g[lane]
     else:
         for i in range(n):
             due = _due(s, s.clock[0] + i)
@@ -857,27 +864,55 @@ def _settled(g):
 
 @kernel(inline=True)
 def _mix_static(s, x, n0):
-    """Sum the lanes into their buses and sends with constant gains (the common case)."""
+    """Sum the lanes into their buses and sends with constant gains (the common case).
+
+    Frame by frame, each bus's sum over the lanes (a vectorised reduction), with the gains
+    of a pass of STACK_LANES lanes in stack scratch, zero for the lanes of other buses: a
+    loop per lane went through the frames with a stride of a whole frame."""
     n, lanes = x.shape
-    for lane in range(lanes):
-        dest = s.ch_dest[lane]
-        gl = s.ch_out_g[0, lane, 0]
-        gr = s.ch_out_g[0, lane, 1]
-        peak = 0.0
+    W = STACK_LANES
+    gl = stack_empty(STACK_LANES, np.float64)
+    gr = stack_empty(STACK_LANES, np.float64)
+    into = stack_empty(STACK_LANES, np.float64)  # 1.0: the lane feeds the bus
+    peak = stack_empty(STACK_LANES, np.float64)
+    for l0 in range(0, lanes, W):
+        w = min(W, lanes - l0)
+        for lane in range(w):
+            peak[lane] = 0.0
         for i in range(n):
-            v = x[i, lane]
-            s.bus_buf[dest, n0 + i, 0] += v * gl
-            s.bus_buf[dest, n0 + i, 1] += v * gr
-            peak = max(peak, abs(v))
-        s.ch_peak[lane] = max(s.ch_peak[lane], peak * max(abs(gl), abs(gr)))
-        for f in range(s.fx_buf.shape[0]):
-            sl = s.ch_send_g[0, lane, f, 0]
-            sr = s.ch_send_g[0, lane, f, 1]
-            if sl == 0.0 and sr == 0.0:
+            row = x[i, l0 : l0 + w]
+            for lane in range(w):
+                peak[lane] = max(peak[lane], abs(row[lane]))
+        for lane in range(w):
+            g = max(abs(s.ch_out_g[0, l0 + lane, 0]), abs(s.ch_out_g[0, l0 + lane, 1]))
+            s.ch_peak[l0 + lane] = max(s.ch_peak[l0 + lane], peak[lane] * g)
+        # the buses (master and groups), then the sends (effects and cue mixes)
+        for d in range(s.bus_buf.shape[0] + s.fx_buf.shape[0]):
+            used = False
+            for lane in range(w):
+                if d < s.bus_buf.shape[0]:
+                    gl[lane] = s.ch_out_g[0, l0 + lane, 0]
+                    gr[lane] = s.ch_out_g[0, l0 + lane, 1]
+                    on = s.ch_dest[l0 + lane] == d
+                else:
+                    gl[lane] = s.ch_send_g[0, l0 + lane, d - s.bus_buf.shape[0], 0]
+                    gr[lane] = s.ch_send_g[0, l0 + lane, d - s.bus_buf.shape[0], 1]
+                    on = gl[lane] != 0.0 or gr[lane] != 0.0
+                into[lane] = 1.0 if on else 0.0
+                used |= on
+            if not used:
                 continue
+            bus = s.bus_buf[d] if d < s.bus_buf.shape[0] else s.fx_buf[d - s.bus_buf.shape[0]]
             for i in range(n):
-                s.fx_buf[f, n0 + i, 0] += x[i, lane] * sl
-                s.fx_buf[f, n0 + i, 1] += x[i, lane] * sr
+                row = x[i, l0 : l0 + w]
+                left = 0.0
+                right = 0.0
+                for lane in range(w):
+                    # chosen, not multiplied by 0: a lane's overflow stays out of other buses
+                    left += row[lane] * gl[lane] if into[lane] != 0.0 else 0.0
+                    right += row[lane] * gr[lane] if into[lane] != 0.0 else 0.0
+                bus[n0 + i, 0] += left
+                bus[n0 + i, 1] += right
 
 
 @kernel(inline=True)
@@ -992,8 +1027,10 @@ def _master(s, lp_head, lp_spectra, n0, n1):
     stereo.saturate(
         x, x, s.mst_sat, s.sat_branch, s.sat_hist_x, s.sat_hist_even, s.sat_hist_odd, s.sat_counters
     )
+    moving = s.mst_g[0] != s.mst_g[1]
     for i in range(n1 - n0):
-        s.mst_g[0] = _toward(s.mst_g[0], s.mst_g[1], a, _due(s, s.clock[0] + i))
+        if moving:
+            s.mst_g[0] = _toward(s.mst_g[0], s.mst_g[1], a, _due(s, s.clock[0] + i))
         for side in range(2):
             x[i, side] *= s.mst_g[0]
     lim.limiter_bank(x, x, s.mst_lim_coefs, s.mst_lim[0], s.mst_lim[1], s.mst_lim[2], s.mst_lim_gr)
@@ -1040,17 +1077,20 @@ def _monitor(s, inp, n0, n1):
     a = s.consts[2]
     m = s.mon_m
     has_ext = s.ext_in[0] >= 0
+    # settled gains are constant over the block: LLVM unswitches the loop on ``moving``
+    moving = not (_settled(m) and s.mon_src_g[0] == s.mon_src_g[1])
     for i in range(n0, n1):
-        due = _due(s, s.clock[0] + i - n0)
-        s.mon_src_g[0] = _toward(s.mon_src_g[0], s.mon_src_g[1], a, due)
+        if moving:
+            due = _due(s, s.clock[0] + i - n0)
+            s.mon_src_g[0] = _toward(s.mon_src_g[0], s.mon_src_g[1], a, due)
+            for k in range(4):
+                _glide(m, k, a, due)
         left = s.mst_buf[i, 0]
         right = s.mst_buf[i, 1]
         if has_ext:
             share = s.mon_src_g[0]
             left += share * (_finite(inp[i, s.ext_in[0]]) - left)
             right += share * (_finite(inp[i, s.ext_in[1]]) - right)
-        for k in range(4):
-            _glide(m, k, a, due)
         s.mon_buf[i, 0] = m[0, 0] * left + m[0, 1] * right
         s.mon_buf[i, 1] = m[0, 2] * left + m[0, 3] * right
 
@@ -1081,14 +1121,17 @@ def _systems(s, inp, out, n0, n1):
         buf = s.sys_buf[:n]
         mono = s.sys_flags[m, 0]
         cue = s.sys_cue[m]
+        moving = s.sys_g[0, m] != s.sys_g[1, m] or s.sys_cue_g[0, m] != s.sys_cue_g[1, m]
         for i in range(n):
-            due = _due(s, s.clock[0] + i)
-            _glide(s.sys_g, m, a, due)
+            if moving:  # else the gains are constant: LLVM unswitches the loop
+                due = _due(s, s.clock[0] + i)
+                _glide(s.sys_g, m, a, due)
+                if cue >= 0:
+                    _glide(s.sys_cue_g, m, a, due)
             g = s.sys_g[0, m]
             left = s.mon_buf[n0 + i, 0]
             right = s.mon_buf[n0 + i, 1]
             if cue >= 0:  # headphones: the monitor bus or their own mix, and the talkback
-                _glide(s.sys_cue_g, m, a, due)
                 c = s.sys_cue_g[0, m]
                 left += c * (s.fx_buf[n_fx + cue, n0 + i, 0] - left)
                 right += c * (s.fx_buf[n_fx + cue, n0 + i, 1] - right)
@@ -1119,11 +1162,15 @@ def _systems(s, inp, out, n0, n1):
         size = ring.shape[0]
         delay = s.sys_delay_n[m]
         pos = s.sys_delay_pos[m]
+        # positions wrapped by a test, not by %: an integer division per sample cost more
+        # than the rest of the delay line
+        read = pos - delay if pos >= delay else pos - delay + size
         for i in range(n):
             for side in range(2):
                 ring[pos, side] = buf[i, side]
-                buf[i, side] = ring[(pos - delay) % size, side]
-            pos = (pos + 1) % size
+                buf[i, side] = ring[read, side]
+            pos = pos + 1 if pos + 1 < size else 0
+            read = read + 1 if read + 1 < size else 0
         s.sys_delay_pos[m] = pos
         c = s.sys_comp
         if s.sys_comp_on[m] or c.state[m, dynamics.COMP_REDUCTION, 0] > 0.0:
