@@ -866,9 +866,9 @@ def _settled(g):
 def _mix_static(s, x, n0):
     """Sum the lanes into their buses and sends with constant gains (the common case).
 
-    Frame by frame, each bus's sum over the lanes (a vectorised reduction), with the gains
-    of a pass of STACK_LANES lanes in stack scratch, zero for the lanes of other buses: a
-    loop per lane went through the frames with a stride of a whole frame."""
+    Frame by frame, each bus's sum over the lanes (a reduction LLVM vectorises), with the
+    gains of a pass of STACK_LANES lanes and a flag for the lanes that feed the bus in stack
+    scratch; a loop per lane went through the frames with a stride of a whole frame."""
     n, lanes = x.shape
     W = STACK_LANES
     gl = stack_empty(STACK_LANES, np.float64)
@@ -1077,7 +1077,7 @@ def _monitor(s, inp, n0, n1):
     a = s.consts[2]
     m = s.mon_m
     has_ext = s.ext_in[0] >= 0
-    # settled gains are constant over the block: LLVM unswitches the loop on ``moving``
+    # settled gains are constant over the block: a loop-invariant test LLVM can unswitch
     moving = not (_settled(m) and s.mon_src_g[0] == s.mon_src_g[1])
     for i in range(n0, n1):
         if moving:
@@ -1123,7 +1123,7 @@ def _systems(s, inp, out, n0, n1):
         cue = s.sys_cue[m]
         moving = s.sys_g[0, m] != s.sys_g[1, m] or s.sys_cue_g[0, m] != s.sys_cue_g[1, m]
         for i in range(n):
-            if moving:  # else the gains are constant: LLVM unswitches the loop
+            if moving:  # else the gains are constant (a test LLVM can unswitch)
                 due = _due(s, s.clock[0] + i)
                 _glide(s.sys_g, m, a, due)
                 if cue >= 0:
@@ -1162,8 +1162,7 @@ def _systems(s, inp, out, n0, n1):
         size = ring.shape[0]
         delay = s.sys_delay_n[m]
         pos = s.sys_delay_pos[m]
-        # positions wrapped by a test, not by %: an integer division per sample cost more
-        # than the rest of the delay line
+        # positions wrapped by a test: % compiles to an integer division per sample
         read = pos - delay if pos >= delay else pos - delay + size
         for i in range(n):
             for side in range(2):
