@@ -43,7 +43,7 @@ from studiod.daemon.offline import (
 SCHEDULER_TIMEOUT_S = 5.0  # connecting to a Dask scheduler; then a clear error, not a hang
 
 
-class Future(Protocol):
+class _Future(Protocol):
     """A file being measured elsewhere: a concurrent.futures or a Dask future."""
 
     def result(self) -> FileAnalysis: ...
@@ -92,16 +92,16 @@ def analyze(
 
 
 def _gather(
-    submit: Callable[[str], Future],
+    submit: Callable[[str], _Future],
     paths: list[str],
     progress: Progress | None,
-    as_completed: Callable[[list[Future]], Iterable[Future]],
-    cancel: Callable[[list[Future]], object],
+    as_completed: Callable[[list[_Future]], Iterable[_Future]],
+    cancel: Callable[[list[_Future]], object],
 ) -> list[FileAnalysis]:
     """Submit every file, collect the results in the order of ``paths`` as they complete
     (one step of ``progress`` per file). The first failure, or Ctrl-C, cancels every
     future (``cancel``) and is raised: its message names the file."""
-    futures: dict[Future, int] = {}
+    futures: dict[_Future, int] = {}
     try:
         # Ctrl-C waits until every file is submitted: raised inside a submit it could leave
         # the pool's locks held, and workers forked meanwhile start with it blocked
@@ -121,12 +121,6 @@ def _gather(
         cancel(list(futures))
         raise
     return results  # type: ignore[return-value]  # every slot is filled or we raised
-
-
-def _cancel_each(futures: list[cf.Future]) -> None:
-    """Cancels the files of a process pool that have not started."""
-    for future in futures:
-        future.cancel()
 
 
 def _worker_start() -> None:
@@ -166,7 +160,8 @@ def _in_processes(
             paths[1:],
             progress,
             cf.as_completed,
-            _cancel_each,
+            # the files not started; the finally below waits for those being measured
+            lambda futures: pool.shutdown(wait=False, cancel_futures=True),
         )
     except cf.process.BrokenProcessPool:
         raise OfflineError(
