@@ -4,7 +4,8 @@ numba compiles the engine and the audio callback for this machine on their first
 caches the result (:mod:`studiod.dsp._jit`). ``warmup`` runs the daemon's start-up up to the
 point where it would open the audio device (the engine, its state, the compiled callback,
 the loudness meters) without opening the device or any socket, so that the service's first
-start, under a systemd watchdog, loads everything from the cache. The set-up (``./run``),
+start, under a systemd watchdog, loads everything from the cache; then it compiles what
+``studiod analyze`` runs (see ``offline.ensure_analysis_cached``). The set-up (``./run``),
 ``systemd/install.sh`` and the unit's ``ExecStartPre=`` run it; on a warm cache it takes a
 couple of seconds.
 """
@@ -35,8 +36,9 @@ def register(commands) -> None:
 
 def main(args) -> int:
     from studiod.daemon.notify import Notifier
+    from studiod.daemon.offline import compile_analysis_kernels
     from studiod.daemon.runtime import Daemon, setup_logging
-    from studiod.dsp._jit import CACHE_DIR
+    from studiod.dsp._jit import CACHE_DIR, CompileProgress
 
     if args.config is None:
         from studiod.daemon.cmd_demo import demo_config
@@ -64,6 +66,8 @@ def main(args) -> int:
             daemon.prepare()
         finally:
             daemon.close()
+    with CompileProgress(logging.getLogger("studiod.compile").info):
+        compile_analysis_kernels()
     print(
         f"warm: the compiled code for {what} is in {CACHE_DIR} "
         f"({time.monotonic() - started:.1f} s)",

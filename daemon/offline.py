@@ -7,10 +7,13 @@ a whole file without parameter glides, and crash-safe JSON output.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import math
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -241,16 +244,84 @@ class FileAnalysis:
     gating: GatingHistogram
 
 
+# numba links a kernel's callees into it as shared ("weak") copies, and a process runs the copy
+# it met first. A process that compiles the kernels runs each callee as compiled on its own;
+# one that loads them from the cache runs the copies inside their callers, which LLVM optimised
+# a second time there. With fast-math reassociation the two differ in the last bits (measured:
+# a mono file's integrated loudness -24.2907075928369 LUFS in the process that compiled,
+# -24.290707592836966 in every later one). So that a file measures the same, bit for bit, in
+# every process and on the first run too, an analysis never runs code it compiled itself: a
+# child process compiles, once, and every analysis loads the cache.
+_ANALYSIS_CACHED = "analysis-kernels-cached"
+
+
+def compile_analysis_kernels() -> None:
+    """Compile (or load) every kernel ``analyze_file`` runs, by measuring a short generated
+    file (``studiod warmup`` and the child of ``ensure_analysis_cached``), and leave the mark
+    that they are cached."""
+    from studiod.dsp._jit import CACHE_DIR
+
+    with tempfile.TemporaryDirectory(prefix="studiod-compile-") as tmp:
+        path = Path(tmp) / "noise.wav"
+        noise = np.random.default_rng(0).standard_normal((4800, 2)).astype(np.float32)
+        sf.write(path, 0.1 * noise, 48000, subtype="FLOAT")
+        _measure_file(path)
+    (CACHE_DIR / _ANALYSIS_CACHED).touch()
+
+
+def ensure_analysis_cached() -> None:
+    """Make sure the analysis kernels come from numba's cache (see above): on the first run,
+    compile them in a child process, showing its progress on stderr. With a cache folder
+    that cannot be written nothing is cached, every process compiles, and all agree."""
+    from studiod.dsp._jit import CACHE_DIR
+
+    if (CACHE_DIR / _ANALYSIS_CACHED).exists():
+        return
+    try:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        lock = open(CACHE_DIR / (_ANALYSIS_CACHED + ".lock"), "a")
+    except OSError:
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second worker waits for the first one's child
+        if (CACHE_DIR / _ANALYSIS_CACHED).exists():
+            return
+        code = "from studiod.daemon.offline import _compile_child; _compile_child()"
+        child = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+        if child.returncode != 0:
+            raise OfflineError(
+                f"compiling the analysis kernels failed (status {child.returncode}; "
+                "its messages are above)"
+            )
+
+
+def _compile_child() -> None:
+    """``compile_analysis_kernels`` with numba's progress on stderr (a child process)."""
+    from studiod.dsp._jit import CompileProgress
+
+    with CompileProgress(lambda text: print(f"studiod: {text}", file=sys.stderr, flush=True)):
+        compile_analysis_kernels()
+
+
 def analyze_file(
     path: str | Path, progress: Progress | None = None, finite_only: bool = False
 ) -> FileAnalysis:
-    """Stream ``path`` through the BS.1770-4 meter (constant memory for any length).
+    """Stream ``path`` through the BS.1770-4 meter (constant memory for any length), with
+    the kernels from numba's cache (``ensure_analysis_cached``).
 
     A float file may hold NaN or infinite samples; no loudness is defined for them (the
     meter's sums would be NaN, and a NaN reading must never pass for silence). Such a file
     raises AudioFileError naming the first bad sample, unless ``finite_only``: then each
     non-finite sample is measured as silence (0.0) and the readings count them in
     ``nonfinite_samples``."""
+    ensure_analysis_cached()
+    return _measure_file(path, progress, finite_only)
+
+
+def _measure_file(
+    path: str | Path, progress: Progress | None = None, finite_only: bool = False
+) -> FileAnalysis:
+    """``analyze_file`` with whatever compiled code this process has."""
     with open_audio(path) as f:
         channels, samplerate, frames = f.channels, f.samplerate, f.frames
         if channels not in loudness.DEFAULT_LAYOUT:

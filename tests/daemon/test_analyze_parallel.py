@@ -66,11 +66,11 @@ def catalog(tmp_path_factory) -> list[str]:
     return [str(root / n) for n in names]
 
 
-def cli(*args: str, cwd=None, timeout: float = 120.0) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd=None, timeout: float = 120.0, env=None) -> subprocess.CompletedProcess:
     """``python -m studiod.daemon.cli analyze ARGS`` in a subprocess (the user's entry)."""
     return subprocess.run(
         [sys.executable, "-m", "studiod.daemon.cli", "analyze", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env,
     )  # fmt: skip
 
 
@@ -95,6 +95,24 @@ def test_jobs_and_dask_give_the_serial_json(catalog, cluster):
     for how in ("--jobs 2", "--scheduler"):
         assert json.loads(runs[how].stdout) == serial, how  # every float identical
         assert runs[how].stdout == runs["--jobs 1"].stdout, how
+
+
+def test_the_first_run_on_an_empty_cache_prints_what_every_later_one_does(catalog, tmp_path):
+    """A process that compiles runs other machine code than one that loads the cache (see
+    offline.ensure_analysis_cached): the first run compiles in a child and measures with the
+    cached code like every later one, serial or in workers."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "empty-cache")
+    first = cli("--json", "--jobs", "1", *catalog, env=env, timeout=600.0)
+    again = cli("--json", "--jobs", "1", *catalog, env=env)
+    in_workers = cli("--json", "--jobs", "2", *catalog, env=env)
+    for proc in (first, again, in_workers):
+        assert proc.returncode == EXIT_OK, proc.stderr
+    assert first.stdout == again.stdout == in_workers.stdout
+    # the compiling is shown as it happens, once
+    assert "compiling the DSP kernels for this machine" in first.stderr
+    assert "compiled" in first.stderr.splitlines()[-1]
+    assert "compil" not in again.stderr + in_workers.stderr
 
 
 def test_jobs_default_and_one_file(catalog, capsys, monkeypatch):

@@ -7,6 +7,7 @@ import threading
 import numba
 import numpy as np
 
+from studiod.daemon import offline
 from studiod.dsp import _jit
 
 
@@ -91,3 +92,5 @@ def test_warmup_prepares_the_demo_without_touching_its_state(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "warm: the compiled code for the demo is in" in done.stderr
     assert not (tmp_path / "s").exists()  # the demo's state folder was never made
+    # and `studiod analyze` finds its kernels cached (offline.ensure_analysis_cached)
+    assert (_jit.CACHE_DIR / offline._ANALYSIS_CACHED).exists()
