@@ -903,6 +903,7 @@ def _mix_static(s, x, n0):
             if not used:
                 continue
             bus = s.bus_buf[d] if d < s.bus_buf.shape[0] else s.fx_buf[d - s.bus_buf.shape[0]]
+            seg = bus[n0 : n0 + n]  # rows from 0: see _systems
             for i in range(n):
                 row = x[i, l0 : l0 + w]
                 left = 0.0
@@ -911,8 +912,8 @@ def _mix_static(s, x, n0):
                     # chosen, not multiplied by 0: a lane's overflow stays out of other buses
                     left += row[lane] * gl[lane] if into[lane] != 0.0 else 0.0
                     right += row[lane] * gr[lane] if into[lane] != 0.0 else 0.0
-                bus[n0 + i, 0] += left
-                bus[n0 + i, 1] += right
+                seg[i, 0] += left
+                seg[i, 1] += right
 
 
 @kernel(inline=True)
@@ -944,9 +945,10 @@ def _groups(s, n0, n1):
         return
     buf = s.grp_buf[: n1 - n0]
     for g in range(n_grp):
+        group = s.bus_buf[1 + g, n0:n1]  # rows from 0: see _systems
         for i in range(n1 - n0):
             for side in range(2):
-                buf[i, 2 * g + side] = s.bus_buf[1 + g, n0 + i, side]
+                buf[i, 2 * g + side] = group[i, side]
     dynamics.compressor_bank(
         buf,
         buf,
@@ -957,11 +959,14 @@ def _groups(s, n0, n1):
         s.grp_comp.link,
         s.grp_comp.gr_db,
     )
+    master = s.bus_buf[0, n0:n1]
     for g in range(n_grp):
+        moving = s.grp_g[0, g] != s.grp_g[1, g]
         for i in range(n1 - n0):
-            _glide(s.grp_g, g, a, _due(s, s.clock[0] + i))
+            if moving:  # else constant: a test LLVM can unswitch
+                _glide(s.grp_g, g, a, _due(s, s.clock[0] + i))
             for side in range(2):
-                s.bus_buf[0, n0 + i, side] += buf[i, 2 * g + side] * s.grp_g[0, g]
+                master[i, side] += buf[i, 2 * g + side] * s.grp_g[0, g]
 
 
 @kernel(inline=True)
@@ -990,10 +995,13 @@ def _fx(s, n0, n1):
                 wet, wet, s.dl_coefs[slot], d[0][slot], d[1][slot], d[2][slot], d[3][slot]
             )
         _run_sections(wet, s.fx_coefs[f], s.fx_fstate[f], s.active)
+        master = s.bus_buf[0, n0:n1]  # rows from 0: see _systems
+        moving = s.fx_g[0, f] != s.fx_g[1, f]
         for i in range(n1 - n0):
-            _glide(s.fx_g, f, a, _due(s, s.clock[0] + i))
+            if moving:  # else constant: a test LLVM can unswitch
+                _glide(s.fx_g, f, a, _due(s, s.clock[0] + i))
             for side in range(2):
-                s.bus_buf[0, n0 + i, side] += wet[i, side] * s.fx_g[0, f]
+                master[i, side] += wet[i, side] * s.fx_g[0, f]
 
 
 @kernel(inline=True)
@@ -1036,10 +1044,11 @@ def _master(s, lp_head, lp_spectra, n0, n1):
     lim.limiter_bank(x, x, s.mst_lim_coefs, s.mst_lim[0], s.mst_lim[1], s.mst_lim[2], s.mst_lim_gr)
     if s.mst_dither[dither.D_SCALE] > 0.0:
         dither.dither_bank(x, x, s.mst_dither, s.mst_dither_state[0], s.mst_dither_state[1])
+    dest = s.mst_buf[n0:n1]  # rows from 0: see _systems
     for i in range(n1 - n0):
         for side in range(2):
             v = x[i, side]
-            s.mst_buf[n0 + i, side] = v
+            dest[i, side] = v
             if abs(v) > s.mst_peak[side]:
                 s.mst_peak[side] = abs(v)
 
@@ -1119,8 +1128,13 @@ def _systems(s, inp, out, n0, n1):
             continue
         s.sys_live[m] = True
         buf = s.sys_buf[:n]
+        # Views from row 0: numba wraps a negative index around (Python's x[-1]) with a
+        # test on every access; a row n0 + i is not known to be >= 0, a row i of range(n) is.
+        mon = s.mon_buf[n0:n1]
+        talk_in = inp[n0:n1]
         mono = s.sys_flags[m, 0]
         cue = s.sys_cue[m]
+        cue_mix = s.fx_buf[n_fx + cue, n0:n1] if cue >= 0 else mon
         moving = s.sys_g[0, m] != s.sys_g[1, m] or s.sys_cue_g[0, m] != s.sys_cue_g[1, m]
         for i in range(n):
             if moving:  # else the gains are constant (a test LLVM can unswitch)
@@ -1129,14 +1143,14 @@ def _systems(s, inp, out, n0, n1):
                 if cue >= 0:
                     _glide(s.sys_cue_g, m, a, due)
             g = s.sys_g[0, m]
-            left = s.mon_buf[n0 + i, 0]
-            right = s.mon_buf[n0 + i, 1]
+            left = mon[i, 0]
+            right = mon[i, 1]
             if cue >= 0:  # headphones: the monitor bus or their own mix, and the talkback
                 c = s.sys_cue_g[0, m]
-                left += c * (s.fx_buf[n_fx + cue, n0 + i, 0] - left)
-                right += c * (s.fx_buf[n_fx + cue, n0 + i, 1] - right)
+                left += c * (cue_mix[i, 0] - left)
+                right += c * (cue_mix[i, 1] - right)
                 if talk >= 0:
-                    mic = s.tb_buf[i, 0] * _finite(inp[n0 + i, talk])
+                    mic = s.tb_buf[i, 0] * _finite(talk_in[i, talk])
                     left += mic
                     right += mic
             elif talk >= 0:  # speakers: dimmed while talking back
@@ -1162,14 +1176,19 @@ def _systems(s, inp, out, n0, n1):
         size = ring.shape[0]
         delay = s.sys_delay_n[m]
         pos = s.sys_delay_pos[m]
-        # positions wrapped by a test: % compiles to an integer division per sample
-        read = pos - delay if pos >= delay else pos - delay + size
+        # positions wrapped by a test: % compiles to an integer division per sample;
+        # unsigned: no wrap-around test per access either (see above)
+        upos = np.uint64(pos)
+        read = np.uint64(pos - delay if pos >= delay else pos - delay + size)
+        usize = np.uint64(size)
+        one = np.uint64(1)
         for i in range(n):
             for side in range(2):
-                ring[pos, side] = buf[i, side]
+                ring[upos, side] = buf[i, side]
                 buf[i, side] = ring[read, side]
-            pos = pos + 1 if pos + 1 < size else 0
-            read = read + 1 if read + 1 < size else 0
+            upos = upos + one if upos + one < usize else np.uint64(0)
+            read = read + one if read + one < usize else np.uint64(0)
+        pos = int(upos)
         s.sys_delay_pos[m] = pos
         c = s.sys_comp
         if s.sys_comp_on[m] or c.state[m, dynamics.COMP_REDUCTION, 0] > 0.0:
@@ -1187,12 +1206,13 @@ def _systems(s, inp, out, n0, n1):
         # happened upstream
         f = s.sys_safety
         lim.safety_bank(buf, buf, s.sys_safety_coefs[m], f[0][m], f[1][m], f[2][m], f[3][m])
+        speakers = out[n0:n1]
         for side in range(2):
             col = s.sys_out[m, side]
             if col < 0:
                 continue
             for i in range(n):
-                out[n0 + i, col] += buf[i, side]
+                speakers[i, col] += buf[i, side]
 
 
 @kernel(inline=True)
@@ -1274,13 +1294,19 @@ def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_sto
         _systems(s, inp, out, pos, end)
         s.clock[0] += seg
         pos = end
-    # last line of defence: nothing non-finite leaves the engine
-    guard = lanes + 1
+    # last line of defence: nothing non-finite leaves the engine. One test over the whole
+    # block (a reduction LLVM vectorises), the repair only when it fails.
+    finite = True
     for i in range(n):
         for col in range(out.shape[1]):
-            if not math.isfinite(out[i, col]):
-                out[i, col] = 0.0
-                s.nan_events[guard] += 1
+            finite &= math.isfinite(out[i, col])
+    if not finite:
+        guard = lanes + 1
+        for i in range(n):
+            for col in range(out.shape[1]):
+                if not math.isfinite(out[i, col]):
+                    out[i, col] = 0.0
+                    s.nan_events[guard] += 1
     for col in range(out.shape[1]):
         peak = 0.0
         for i in range(n):

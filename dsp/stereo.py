@@ -232,19 +232,26 @@ def saturate(x, y, params, branch, hist_x, hist_even, hist_odd, counters):
     odd_up_delay = (centre - 1) // 2
     odd_down_delay = (centre + 1) // 2
     pos = counters[0]
+    if mix == 0.0:
+        # Bypassed: only the dry delay runs (the latency stays the same, so switching the
+        # saturator never shifts the signal in time); the wet histories restart from
+        # silence when it is switched back in. Unsigned ring rows: numba tests a signed
+        # index for being negative (Python's x[-1]) on every access.
+        at = np.uint64(pos)
+        umask = np.uint64(mask)
+        latency = np.uint64(SATURATOR_LATENCY)
+        for i in range(n):
+            for lane in range(lanes):
+                hist_x[at, lane] = x[i, lane]
+                hist_even[at, lane] = 0.0
+                hist_odd[at, lane] = 0.0
+                y[i, lane] = hist_x[(at - latency) & umask, lane]
+            at = (at + np.uint64(1)) & umask
+        counters[0] = at
+        return
     for i in range(n):
         for lane in range(lanes):
             hist_x[pos, lane] = x[i, lane]
-        if mix == 0.0:
-            # Bypassed: only the dry delay runs (the latency stays the same, so switching
-            # the saturator never shifts the signal in time); the wet histories restart
-            # from silence when it is switched back in.
-            for lane in range(lanes):
-                hist_even[pos, lane] = 0.0
-                hist_odd[pos, lane] = 0.0
-                y[i, lane] = hist_x[(pos - SATURATOR_LATENCY) & mask, lane]
-            pos = (pos + 1) & mask
-            continue
         for lane in range(lanes):
             # Upsampler, polyphase: the even 2x sample is the branch FIR (x2 for the zero
             # stuffing), the odd one is the centre tap (0.5 x 2) on a delayed input.
