@@ -413,8 +413,8 @@ def _window_sum(values, newest, subs):
     first = newest - subs + 1
     total = 0.0
     # Unsigned rows: numba wraps a negative signed index around (Python's x[-1]) with a
-    # test per element that kept this loop from plain vector loads (measured: 3.4x faster
-    # so, the same sums).
+    # test per element, which kept this loop from plain vector loads (measured: 3.4x
+    # faster without it, the same sums).
     if first < 0:  # the window wraps: its older part is at the end of the ring
         for row in range(np.uint64(values.shape[0] + first), np.uint64(values.shape[0])):
             total += values[row]
