@@ -63,7 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from studiod.dsp._jit import kernel
+from studiod.dsp._jit import kernel, stack_empty
 from studiod.dsp.filters import DENORMAL_FLUSH, to_sos
 from studiod.dsp.truepeak import (
     design_interpolator,
@@ -281,16 +281,17 @@ def _lufs(energy):
 
 
 @kernel
-def _hist_add(fine, coarse, energy, lufs):
-    """Add one block (mean square ``energy``, loudness ``lufs`` > -70) to a histogram."""
+def _hist_add(fine, coarse, h, energy, lufs):
+    """Add one block (mean square ``energy``, loudness ``lufs`` > -70) to histogram ``h``
+    (HIST_INTEGRATED or HIST_LRA) of ``fine`` / ``coarse``."""
     pos = (lufs - HIST_MIN_LUFS) * HIST_BINS_PER_LU
     idx = math.floor(pos) if pos < HIST_BINS else HIST_BINS - 1
     idx = min(max(idx, 0), HIST_BINS - 1)
-    fine[idx, 0] += energy
-    fine[idx, 1] += 1.0
+    fine[h, idx, 0] += energy
+    fine[h, idx, 1] += 1.0
     c = idx // HIST_FINE_PER_COARSE
-    coarse[c, 0] += energy
-    coarse[c, 1] += 1.0
+    coarse[h, c, 0] += energy
+    coarse[h, c, 1] += 1.0
 
 
 @kernel
@@ -408,97 +409,108 @@ def _pearson(n, sx, sy, sxx, syy, sxy):
 
 
 @kernel
-def _window_sum(values, newest, subs):
-    """Sum of the last ``subs`` entries of the ring ``values``, ending at ``newest``."""
+def _window_sum(ring, k, newest, subs):
+    """Sum of the last ``subs`` entries of quantity ``k`` of the ring (``ring[k]``), ending
+    at entry ``newest``."""
     first = newest - subs + 1
     total = 0.0
-    # Unsigned rows: numba wraps a negative signed index around (Python's x[-1]) with a
+    kk = np.uint64(k)
+    length = ring.shape[1]
+    # Unsigned indices: numba wraps a negative signed index around (Python's x[-1]) with a
     # test per element, which kept this loop from plain vector loads (measured: 3.4x
     # faster without it, the same sums).
     if first < 0:  # the window wraps: its older part is at the end of the ring
-        for row in range(np.uint64(values.shape[0] + first), np.uint64(values.shape[0])):
-            total += values[row]
+        for e in range(np.uint64(length + first), np.uint64(length)):
+            total += ring[kk, e]
         first = 0
-    for row in range(np.uint64(first), np.uint64(newest + 1)):
-        total += values[row]
+    for e in range(np.uint64(first), np.uint64(newest + 1)):
+        total += ring[kk, e]
     return total
 
 
 @kernel
-def _finish_sub(weights, config, counters, sub_acc, ring, hist_fine, hist_coarse, meters, gates):
-    """Close a sub-block: fill the ring, update windows, maxima, gates and published values.
+def _finish_subs(acc, weights, config, counters, ring, hist_fine, hist_coarse, meters, gates):
+    """Close one sub-block per row of ``acc`` float64[subs, lanes + RING_COLS - 1] (each
+    lane's sum of K-weighted squares, then the correlation sums x, y, xx, yy, xy): fill the
+    ring, update the windows, maxima, histograms and published values.
 
-    gates: recompute the integrated loudness and LRA from the histograms now (False: the
-    caller does it later, once). Returns 1 | 2 when a gating block | short-term value was
-    added to the histograms.
-    """
+    gates: recompute the integrated loudness and LRA from the histograms at every 100 ms hop
+    (False: once at the end, which gives the same result).
+
+    One call for many sub-blocks, and in its loop no array views and no calls with arrays
+    that LLVM does not inline: numba counts the references of every view it makes and of
+    the arrays a called function receives, each an atomic increment and decrement through a
+    call into its runtime. A call per sub-block cost 85 ns before its work (measured on 10
+    min of stereo: the parallel path's replay of its 60 000 sub-blocks took 9 ms, now 4.4)."""
     lanes = weights.shape[0]
     frames = config[CFG_SUB_FRAMES]
     per_hop = config[CFG_SUBS_PER_HOP]
     m_subs = config[CFG_MOMENTARY_SUBS]
     s_subs = config[CFG_SHORTTERM_SUBS]
-    done = counters[CNT_SUBS]
-    row = done % s_subs
-    energy = 0.0
-    for lane in range(lanes):
-        energy += weights[lane] * sub_acc[lane]
-        sub_acc[lane] = 0.0
-    ring[0, row] = energy
-    finite = True
-    for j in range(1, RING_COLS):
-        v = sub_acc[lanes + j - 1]
-        ring[j, row] = v
-        sub_acc[lanes + j - 1] = 0.0
-        finite = finite and math.isfinite(v)
-    if lanes >= 2 and finite:
-        meters[_PROG_N] += frames
-        for j in range(1, RING_COLS):
-            meters[_PROG_N + j] += ring[j, row]
-    done += 1
-    counters[CNT_SUBS] = done
-
-    m_energy = 0.0
-    m_lufs = -math.inf
-    if done >= m_subs:
-        m_energy = _window_sum(ring[0], row, m_subs) / (m_subs * frames)
-        m_lufs = _lufs(m_energy)
-        if m_lufs > meters[MOMENTARY_MAX]:
-            meters[MOMENTARY_MAX] = m_lufs
-    s_energy = 0.0
-    s_lufs = -math.inf
-    if done >= s_subs:
-        s_energy = _window_sum(ring[0], row, s_subs) / (s_subs * frames)
-        s_lufs = _lufs(s_energy)
-        if s_lufs > meters[SHORTTERM_MAX]:
-            meters[SHORTTERM_MAX] = s_lufs
-
-    if done % per_hop != 0:
-        return 0
-    # 100 ms boundary: publish, gate, update integrated and LRA.
-    meters[MOMENTARY] = m_lufs
-    meters[SHORTTERM] = s_lufs
+    win_energy = stack_empty(2, np.float64)
+    win_lufs = stack_empty(2, np.float64)
     added = 0
-    if m_lufs > ABSOLUTE_GATE_LUFS:
-        _hist_add(hist_fine[HIST_INTEGRATED], hist_coarse[HIST_INTEGRATED], m_energy, m_lufs)
-        added |= 1
-    if s_lufs > ABSOLUTE_GATE_LUFS:
-        _hist_add(hist_fine[HIST_LRA], hist_coarse[HIST_LRA], s_energy, s_lufs)
-        added |= 2
-    if gates:
+    for j in range(acc.shape[0]):
+        done = counters[CNT_SUBS]
+        row = done % s_subs
+        energy = 0.0
+        for lane in range(lanes):
+            energy += weights[lane] * acc[j, lane]
+        ring[0, row] = energy
+        finite = True
+        for k in range(1, RING_COLS):
+            v = acc[j, lanes + k - 1]
+            ring[k, row] = v
+            finite = finite and math.isfinite(v)
+        if lanes >= 2 and finite:
+            meters[_PROG_N] += frames
+            for k in range(1, RING_COLS):
+                meters[_PROG_N + k] += ring[k, row]
+        done += 1
+        counters[CNT_SUBS] = done
+
+        for w in range(2):  # the momentary (400 ms) and short-term (3 s) windows
+            subs = m_subs if w == 0 else s_subs
+            top = MOMENTARY_MAX if w == 0 else SHORTTERM_MAX
+            win_energy[w] = 0.0
+            win_lufs[w] = -math.inf
+            if done >= subs:
+                win_energy[w] = _window_sum(ring, 0, row, subs) / (subs * frames)
+                win_lufs[w] = _lufs(win_energy[w])
+                if win_lufs[w] > meters[top]:
+                    meters[top] = win_lufs[w]
+        m_energy, s_energy = win_energy[0], win_energy[1]
+        m_lufs, s_lufs = win_lufs[0], win_lufs[1]
+
+        if done % per_hop != 0:
+            continue
+        # 100 ms boundary: publish, gate, update integrated and LRA.
+        meters[MOMENTARY] = m_lufs
+        meters[SHORTTERM] = s_lufs
+        hop_added = 0
+        if m_lufs > ABSOLUTE_GATE_LUFS:
+            _hist_add(hist_fine, hist_coarse, HIST_INTEGRATED, m_energy, m_lufs)
+            hop_added |= 1
+        if s_lufs > ABSOLUTE_GATE_LUFS:
+            _hist_add(hist_fine, hist_coarse, HIST_LRA, s_energy, s_lufs)
+            hop_added |= 2
+        if gates:
+            _update_gates(hist_fine, hist_coarse, meters, hop_added)
+        added |= hop_added
+        if lanes >= 2:
+            meters[CORRELATION] = (
+                _window_correlation(ring, row, m_subs, frames) if (done >= m_subs) else math.nan
+            )
+            meters[PROGRAMME_CORRELATION] = _pearson(
+                meters[_PROG_N],
+                meters[_PROG_N + 1],
+                meters[_PROG_N + 2],
+                meters[_PROG_N + 3],
+                meters[_PROG_N + 4],
+                meters[_PROG_N + 5],
+            )
+    if not gates:
         _update_gates(hist_fine, hist_coarse, meters, added)
-    if lanes >= 2:
-        meters[CORRELATION] = (
-            _window_correlation(ring, row, m_subs, frames) if (done >= m_subs) else math.nan
-        )
-        meters[PROGRAMME_CORRELATION] = _pearson(
-            meters[_PROG_N],
-            meters[_PROG_N + 1],
-            meters[_PROG_N + 2],
-            meters[_PROG_N + 3],
-            meters[_PROG_N + 4],
-            meters[_PROG_N + 5],
-        )
-    return added
 
 
 @kernel
@@ -515,11 +527,11 @@ def _window_correlation(ring, newest, subs, frames):
     """Pearson correlation of lanes 0 and 1 over the last ``subs`` ring entries."""
     return _pearson(
         float(subs * frames),
-        _window_sum(ring[1], newest, subs),
-        _window_sum(ring[2], newest, subs),
-        _window_sum(ring[3], newest, subs),
-        _window_sum(ring[4], newest, subs),
-        _window_sum(ring[5], newest, subs),
+        _window_sum(ring, 1, newest, subs),
+        _window_sum(ring, 2, newest, subs),
+        _window_sum(ring, 3, newest, subs),
+        _window_sum(ring, 4, newest, subs),
+        _window_sum(ring, 5, newest, subs),
     )
 
 
@@ -724,9 +736,18 @@ def loudness_process(
         counters[CNT_FRAMES_IN_SUB] += seg
         if counters[CNT_FRAMES_IN_SUB] == frames:
             counters[CNT_FRAMES_IN_SUB] = 0
-            _finish_sub(
-                weights, config, counters, sub_acc, ring, hist_fine, hist_coarse, meters, True
+            _finish_subs(
+                sub_acc.reshape(1, -1),
+                weights,
+                config,
+                counters,
+                ring,
+                hist_fine,
+                hist_coarse,
+                meters,
+                True,
             )
+            sub_acc[:] = 0.0
     # (The true-peak reading of a NaN input stays NaN by design of truepeak_bank.)
     _clear_nonfinite(kstate, counters)
 
@@ -763,7 +784,7 @@ def loudness_process_state(x, state):
 # ``settle_frames`` before it from a zero state (output discarded): the K-weighting is
 # stable, so the state it reaches differs from the sequential one by the free response of
 # the unknown earlier state, decayed below 1e-40 of it (``settle_frames``), i.e. nothing a
-# float64 can hold. The sub-block sums are then replayed through ``_finish_sub``, the code of
+# float64 can hold. The sub-block sums are then replayed through ``_finish_subs``, the code of
 # the streaming path, so both paths agree to rounding (tests/dsp/test_loudness.py: 1e-9).
 
 SETTLE_DECAY = 1e-40
@@ -815,12 +836,15 @@ def _kweight_piece(
 # is serial (each sample waits on the last), so a loop over time is bound by the latency of
 # its multiply-adds, not by the machine's width. Independent time pieces, each lane of each
 # piece a "chain", run in lockstep instead: the inner loop goes across the chains, and LLVM
-# vectorises it (4 doubles per AVX2 register, 2 per NEON one). The chains' states live in
-# memory, so the loop needs enough of them to hide the store-to-load latency. Measured on the
-# 2-vCPU EPYC (AVX2), ns per chain-sample over several runs: 8 chains 3.0, 16 chains 0.9,
-# 32 chains 0.5-0.8, 64 chains 0.5-0.8; the serial two-lane loop (``_kweight_pair``) 2.3-2.9
-# per lane-sample.
+# vectorises it (8 doubles per AVX-512 register, 4 per AVX2 one, 2 per NEON one). Always
+# CHAINS chains (unused ones are zeros): a constant count lets the chains' states live in
+# stack scratch, which no argument array can alias, so LLVM keeps them in registers from one
+# sample to the next. Measured on the 2-vCPU EPYC (AVX-512), ns per row of 32 chains: 6.4,
+# against 15-18 with the states in an argument array (a store and a load per state value
+# and sample, and the run-time overlap checks); the serial two-lane loop (``_kweight_pair``)
+# takes 2.3-2.9 ns per lane-sample.
 CHAINS = 32
+_CHAIN_STATE_SLOTS = 4 * CHAINS
 # A piece is at least this many times as long as the settling run before it (which is
 # computed and thrown away), so settling costs at most 1/8 of the work.
 _PIECE_PER_SETTLE = 8
@@ -831,27 +855,34 @@ _TILE_ROWS = 96
 
 @kernel(inline=True)
 def _kweight_chains(tile, coefs, state, energy):
-    """K-weight every column of ``tile`` float64[frames, chains] as a signal of its own:
-    ``state`` float64[4, chains] (the pre-filter's and the high-pass's two state values),
+    """K-weight every column of ``tile`` float64[frames, CHAINS] as a signal of its own:
+    ``state`` float64[4, CHAINS] (the pre-filter's and the high-pass's two state values),
     ``energy[chain]`` += the chain's sum of squares. ``coefs``: the ten coefficients (pre-filter
     b0 b1 b2 a1 a2, high-pass b0 b1 b2 a1 a2), the same for every chain."""
     p0, p1, p2, p3, p4 = coefs[0], coefs[1], coefs[2], coefs[3], coefs[4]
     h0, h1, h2, h3, h4 = coefs[5], coefs[6], coefs[7], coefs[8], coefs[9]
-    s0 = state[0]
-    s1 = state[1]
-    t0 = state[2]
-    t1 = state[3]
+    C = CHAINS
+    z = stack_empty(_CHAIN_STATE_SLOTS, np.float64)  # s0 s1 t0 t1, CHAINS each
+    e = stack_empty(CHAINS, np.float64)
+    for c in range(C):
+        for r in range(4):
+            z[r * C + c] = state[r, c]
+        e[c] = energy[c]
     for i in range(tile.shape[0]):
         row = tile[i]
-        for c in range(tile.shape[1]):
+        for c in range(C):
             v = row[c]
-            u = p0 * v + s0[c]
-            s0[c] = p1 * v - p3 * u + s1[c]
-            s1[c] = p2 * v - p4 * u
-            y = h0 * u + t0[c]
-            t0[c] = h1 * u - h3 * y + t1[c]
-            t1[c] = h2 * u - h4 * y
-            energy[c] += y * y
+            u = p0 * v + z[c]
+            z[c] = p1 * v - p3 * u + z[C + c]
+            z[C + c] = p2 * v - p4 * u
+            y = h0 * u + z[2 * C + c]
+            z[2 * C + c] = h1 * u - h3 * y + z[3 * C + c]
+            z[3 * C + c] = h2 * u - h4 * y
+            e[c] += y * y
+    for c in range(C):
+        for r in range(4):
+            state[r, c] = z[r * C + c]
+        energy[c] = e[c]
 
 
 @kernel(inline=True)
@@ -934,9 +965,10 @@ def _kweight_group(
     (exclusive) and adds the sums of squares of its sub-blocks from ``origin[p] +
     measure_from[p]`` on to ``energy[sub, lane]`` and their correlation sums to ``sums[sub,
     0:5]`` (see ``_gather``): the sub-blocks before are its settling run. ``peak_bits``: the
-    sample peaks (see ``_gather``). ``state`` float64[4, chains] holds the chains' states at
-    the start; ``end_state`` receives them at each piece's stop. tile: float64[rows, chains]
-    work buffer (rows <= frames; a tile that stays in the L1 cache)."""
+    sample peaks (see ``_gather``). ``state`` float64[4, CHAINS] holds the chains' states at
+    the start (zeros in the columns of no piece); ``end_state`` receives them at each piece's
+    stop. tile: float64[rows, CHAINS] work buffer (rows <= frames; a tile that stays in the
+    L1 cache)."""
     lanes = x.shape[1]
     pieces = origin.shape[0]
     rows = tile.shape[0]
@@ -1003,26 +1035,6 @@ def _piece_plan(subs: int, settle_subs: int, groups: int, per_group: int) -> lis
             start = max(start, int(stop[p]))
         plan.append((origin, measure_from, stop))
     return plan
-
-
-@kernel
-def _replay_subs(
-    energy, sums, weights, config, counters, sub_acc, ring, hist_fine, hist_coarse, meters
-):
-    """Close one sub-block per row of ``energy`` and ``sums`` as the streaming path does; the
-    gates are evaluated once at the end (the histograms give the same result then)."""
-    lanes = weights.shape[0]
-    added = 0
-    for j in range(energy.shape[0]):
-        for lane in range(lanes):
-            sub_acc[lane] += energy[j, lane]
-        if lanes >= 2:
-            for c in range(RING_COLS - 1):
-                sub_acc[lanes + c] += sums[j, c]
-        added |= _finish_sub(
-            weights, config, counters, sub_acc, ring, hist_fine, hist_coarse, meters, False
-        )
-    _update_gates(hist_fine, hist_coarse, meters, added)
 
 
 @kernel
@@ -1263,8 +1275,10 @@ class LoudnessMeter:
             loudness_process(frames[:head], *st)
         body = frames[head : head + subs * sub]
         lanes = self.channels
-        energy = np.zeros((subs, lanes))
-        sums = np.zeros((subs, RING_COLS - 1))
+        # per sub-block: each lane's sum of K-weighted squares, then the correlation sums
+        acc = np.zeros((subs, lanes + RING_COLS - 1))
+        energy = acc[:, :lanes]
+        sums = acc[:, lanes:]
         start_kstate = st.kstate.copy()
         start_peak = st.sample_peak.copy()
         # K-weighting: `groups` threads, each with up to CHAINS chains in SIMD lanes
@@ -1280,7 +1294,7 @@ class LoudnessMeter:
         for g, (origin, measure_from, stop) in enumerate(
             _piece_plan(subs, settle_subs, groups, per_group)
         ):
-            state = np.zeros((4, chains))
+            state = np.zeros((4, CHAINS))
             if g == 0:  # the first piece goes on from the meter's state
                 state[:, :lanes] = start_kstate.reshape(4, lanes)
             jobs.append(
@@ -1297,7 +1311,7 @@ class LoudnessMeter:
                     sums,
                     peak_bits[g],
                     end_state[:, g * chains : (g + 1) * chains],
-                    np.zeros((min(sub, _TILE_ROWS), chains)),
+                    np.zeros((min(sub, _TILE_ROWS), CHAINS)),
                 )
             )
         tp_peaks = []
@@ -1326,8 +1340,7 @@ class LoudnessMeter:
             # stays poisoned to the end of this call exactly as in the streaming path.
             st.kstate[:] = start_kstate
             st.sample_peak[:] = start_peak
-            energy[:] = 0.0
-            sums[:] = 0.0
+            acc[:] = 0.0
             _kweight_piece(
                 body,
                 0,
@@ -1347,17 +1360,17 @@ class LoudnessMeter:
             st.tp_peak[:] = np.where(nan, np.nan, np.maximum(st.tp_peak, peak))
         if st.config[CFG_TRUE_PEAK] and hist:
             st.tp_history[:] = body[-hist:]
-        _replay_subs(
-            energy,
-            sums,
+        # the meter's sub_acc is empty here: the head above closed any sub-block begun earlier
+        _finish_subs(
+            acc,
             st.weights,
             st.config,
             st.counters,
-            st.sub_acc,
             st.ring,
             st.hist_fine,
             st.hist_coarse,
             st.meters,
+            False,
         )
         _clear_nonfinite(st.kstate, st.counters)
         if head + subs * sub < frames.shape[0]:

@@ -601,12 +601,14 @@ def _segment_feed(recs, first_gate_seq, first_lra_seq, first_tp_seq, fine, coars
             if m > acc[1]:
                 acc[1] = m
             if m > ld.ABSOLUTE_GATE_LUFS:
-                ld._hist_add(fine[0], coarse[0], 10.0 ** ((m - ld.LUFS_OFFSET) / 10.0), m)
+                ld._hist_add(
+                    fine, coarse, ld.HIST_INTEGRATED, 10.0 ** ((m - ld.LUFS_OFFSET) / 10.0), m
+                )
         if seq >= first_lra_seq:
             if s > acc[2]:
                 acc[2] = s
             if s > ld.ABSOLUTE_GATE_LUFS:
-                ld._hist_add(fine[1], coarse[1], 10.0 ** ((s - ld.LUFS_OFFSET) / 10.0), s)
+                ld._hist_add(fine, coarse, ld.HIST_LRA, 10.0 ** ((s - ld.LUFS_OFFSET) / 10.0), s)
     ld._integrated_from_hist(fine[0], coarse[0], meters)
     ld._lra_from_hist(fine[1], coarse[1], meters)
 
