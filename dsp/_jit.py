@@ -152,7 +152,10 @@ def fence(typingctx):
 def stack_empty(typingctx, size, dtype):
     """``np.empty(size, dtype)`` on the stack, ``size`` a constant: scratch that LLVM knows
     no argument array can alias, so loops over it vectorise without a run-time overlap check
-    (numba's arrays carry no such guarantee) and need no allocation."""
+    (numba's arrays carry no such guarantee) and need no allocation. Aligned to 64 bytes,
+    a cache line: a vector stored across two lines is not forwarded to the load that reads
+    it back, which then waits for the store to reach the cache (measured: the filter
+    cascade's state round trip 1.4x slower on an 8-byte-aligned stack)."""
     if not isinstance(size, types.IntegerLiteral) or not isinstance(dtype, types.NumberClass):
         return None
     length = size.literal_value
@@ -163,6 +166,7 @@ def stack_empty(typingctx, size, dtype):
         item = context.get_value_type(dtype.instance_type)
         itemsize = context.get_abi_sizeof(item)
         data = cgutils.alloca_once(builder, item, size=length)
+        data.align = 64
         out = context.make_array(array)(context, builder)
         context.populate_array(
             out,

@@ -828,10 +828,10 @@ def _channels(s, n0, n1):
             w = min(STACK_LANES, lanes - l0)
             for lane in range(w):
                 g[lane] = s.ch_in_g[0, l0 + lane]
-            for i in range(n):
-                row = x[i, l0 : l0 + w]
-                for lane in range(w):
-                    row[lane] *= g[lane]
+            if w == STACK_LANES:  # a constant lane count: see filters.STACK_LANES
+                _scale_pass(x, l0, STACK_LANES, g)
+            else:
+                _scale_pass(x, l0, w, g)
     else:
         for i in range(n):
             due = _due(s, s.clock[0] + i)
@@ -849,6 +849,24 @@ def _channels(s, n0, n1):
         _mix_static(s, x, n0)
     else:
         _mix_gliding(s, x, n0, a)
+
+
+@kernel(inline=True)
+def _scale_pass(x, l0, w, g):
+    """``x[:, l0:l0 + w] *= g[:w]`` (``g`` stack scratch)."""
+    for i in range(x.shape[0]):
+        row = x[i, l0 : l0 + w]
+        for lane in range(w):
+            row[lane] *= g[lane]
+
+
+@kernel(inline=True)
+def _peak_pass(x, l0, w, peak):
+    """``peak[:w]`` raised to the peaks of ``x[:, l0:l0 + w]`` (``peak`` stack scratch)."""
+    for i in range(x.shape[0]):
+        row = x[i, l0 : l0 + w]
+        for lane in range(w):
+            peak[lane] = max(peak[lane], abs(row[lane]))
 
 
 @kernel
@@ -879,10 +897,10 @@ def _mix_static(s, x, n0):
         w = min(W, lanes - l0)
         for lane in range(w):
             peak[lane] = 0.0
-        for i in range(n):
-            row = x[i, l0 : l0 + w]
-            for lane in range(w):
-                peak[lane] = max(peak[lane], abs(row[lane]))
+        if w == W:
+            _peak_pass(x, l0, W, peak)
+        else:
+            _peak_pass(x, l0, w, peak)
         for lane in range(w):
             g = max(abs(s.ch_out_g[0, l0 + lane, 0]), abs(s.ch_out_g[0, l0 + lane, 1]))
             s.ch_peak[l0 + lane] = max(s.ch_peak[l0 + lane], peak[lane] * g)
@@ -1229,40 +1247,72 @@ def _forget_system(s, m):
     s.sys_live[m] = False
 
 
+# _input_pass's readings: peak, sum of squares, clips, non-finite samples, per lane of a pass
+_INPUT_STATS = 4 * STACK_LANES
+
+
+@kernel(inline=True)
+def _input_pass(s, inp, n, l0, w, cols, stats):
+    """Lanes ``l0 .. l0 + w - 1`` of the block from the input columns ``cols[lane]``, and
+    their meter readings into ``stats`` (stack scratch, STACK_LANES each, zeroed): the peak
+    of the finite samples, their sum of squares, the samples at INPUT_CLIP and above, and
+    the non-finite samples. Frame by frame with the lanes innermost, a constant ``w`` for
+    whole passes: vector loops (lane by lane the reads went down the input's columns)."""
+    W = STACK_LANES
+    for i in range(n):
+        src = inp[i]
+        row = s.ch_buf[i, l0 : l0 + w]
+        for lane in range(w):
+            row[lane] = src[cols[lane]]
+    for i in range(n):
+        row = s.ch_buf[i, l0 : l0 + w]
+        for lane in range(w):
+            v = row[lane]
+            finite = math.isfinite(v)
+            a = abs(v) if finite else 0.0
+            stats[lane] = max(stats[lane], a)
+            stats[W + lane] += a * a
+            stats[2 * W + lane] += 1.0 if a >= INPUT_CLIP else 0.0
+            stats[3 * W + lane] += 0.0 if finite else 1.0
+
+
+@kernel(inline=True)
+def _inputs(s, inp, n):
+    """The block's input columns into the lanes (float64), with the input meters. A lane
+    with a non-finite sample becomes silence for the block and the event is counted, so a
+    broken converter or a bad file can never reach a filter state or a speaker."""
+    lanes = s.ch_buf.shape[1]
+    W = STACK_LANES
+    cols = stack_empty(STACK_LANES, np.int64)
+    stats = stack_empty(_INPUT_STATS, np.float64)
+    for l0 in range(0, lanes, W):
+        w = min(W, lanes - l0)
+        stats[:] = 0.0
+        for lane in range(w):
+            cols[lane] = s.lane_in[l0 + lane]
+        if w == W:
+            _input_pass(s, inp, n, l0, W, cols, stats)
+        else:
+            _input_pass(s, inp, n, l0, w, cols, stats)
+        for lane in range(w):
+            meter = s.ch_in_meter[l0 + lane]
+            meter[0] = stats[lane]
+            if stats[3 * W + lane] == 0.0:
+                meter[1] += stats[W + lane]
+                meter[2] += stats[2 * W + lane]
+            else:
+                s.nan_events[l0 + lane] += 1
+                for i in range(n):
+                    s.ch_buf[i, l0 + lane] = 0.0
+
+
 @kernel(inline=True)
 def _engine_block(s, lp_head, lp_spectra, inp, out, q_idx, q_val, q_start, q_stop):
     """Process one block: inp float32[n, inputs] -> out float32[n, outputs]."""
     n = inp.shape[0]
     _drain(s, q_idx, q_val, q_start, q_stop)
     lanes = s.ch_buf.shape[1]
-    # Non-finite input: the lane's block becomes silence and the event is counted, so a
-    # broken converter or a bad file can never reach a filter state or a speaker.
-    for lane in range(lanes):
-        col = s.lane_in[lane]
-        bad = False
-        peak = 0.0
-        sum_sq = 0.0
-        clips = 0
-        for i in range(n):
-            v = inp[i, col]
-            if not math.isfinite(v):
-                bad = True
-                break
-            s.ch_buf[i, lane] = v
-            a = abs(v)
-            peak = max(peak, a)
-            sum_sq += a * a
-            if a >= INPUT_CLIP:
-                clips += 1
-        meter = s.ch_in_meter[lane]
-        meter[0] = peak
-        if not bad:
-            meter[1] += sum_sq
-            meter[2] += clips
-        if bad:
-            s.nan_events[lane] += 1
-            for i in range(n):
-                s.ch_buf[i, lane] = 0.0
+    _inputs(s, inp, n)
     if s.ext_in[0] >= 0:
         for i in range(n):
             if not (math.isfinite(inp[i, s.ext_in[0]]) and math.isfinite(inp[i, s.ext_in[1]])):
