@@ -23,7 +23,8 @@ the machine is. How:
    each run is thrown away: a process's first dump holds costs from before the zeroing). The
    ``engine.process`` call from Python is counted too, as a difference (30 calls minus 10), to
    show the dispatch the daemon does not pay.
-4. Twice: numba compiled for this CPU (on x86-64 with AVX2 + FMA: 256-bit vectors) and for
+4. Twice: numba compiled for this CPU (on x86-64 with AVX2 + FMA: 256-bit vectors; a CPU with
+   AVX-512 is counted with it turned off, as valgrind 3.19 decodes no AVX-512 instruction) and for
    ``x86-64-v2`` (SSE4.2: 128-bit vectors of 2 doubles, the width of the Pi's NEON; no FMA), in
    a numba cache of its own. The x86-64-v2 count stands in for the AArch64 count. On an
    aarch64 machine only the native count is made: it is the real thing.
@@ -316,11 +317,14 @@ def _targets() -> dict[str, tuple[str, str, str]]:
 
     from studiod.dsp._jit import CACHE_DIR
 
-    native = (
-        config.CPU_NAME or llvm.get_host_cpu_name(),
-        config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features(),
-        "",
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+    # valgrind (3.19, Debian 12) stops at the first AVX-512 instruction (SIGILL): count this
+    # CPU's code without AVX-512, as an AVX2 machine runs it
+    features = ",".join(
+        "-" + f[1:] if f.startswith(("+avx512", "+avx10", "+amx")) else f
+        for f in features.split(",")
     )
+    native = (config.CPU_NAME or llvm.get_host_cpu_name(), features, "")
     targets = {"native": native}
     if platform.machine() == "x86_64":
         targets[V2_CPU] = (V2_CPU, V2_FEATURES, f"{CACHE_DIR.parent}-{V2_CPU}")
