@@ -1,37 +1,75 @@
 """A Korg nanoKONTROL2 played by a JACK MIDI client: a virtual output (its controls) and a
 virtual input (its LEDs) named like the real device's ports.
 
-The LED input is polled, never given a Python callback: python-rtmidi would call that from
-the client's JACK process thread (waiting there for the GIL), and cancelling it while the
-thread runs crashed the test process (a segfault in close_port, seen once in a full run).
+The client lives in a child process, and closing the device kills it: JACK drops a dead
+client's ports, as when the device is unplugged. In the test process, python-rtmidi's
+``close_port`` unregisters a JACK port while JACK's process thread may still be reading it,
+and twice that segfaulted the whole test run (once with a Python callback on the LED port,
+once on a polled port, after about 1 in 6 full runs). The LED port is polled in the child.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+_CHILD = r"""
+import json, sys
 import rtmidi
+out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="fakekorg")
+out.open_virtual_port("nanoKONTROL2 MIDI 1")
+leds = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="fakekorg-leds")
+leds.ignore_types(sysex=False)
+leds.open_virtual_port("nanoKONTROL2 MIDI 1 in")
+print("ready", flush=True)
+for line in sys.stdin:
+    verb, messages = json.loads(line)
+    if verb == "send":
+        for m in messages:
+            out.send_message(m)
+    else:  # "received": the LED messages since the last request
+        events = []
+        while (event := leds.get_message()) is not None:
+            events.append(event[0])
+        print(json.dumps(events), flush=True)
+"""
 
 
 class JackNano:
     def __init__(self):
-        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="fakekorg")
-        self.out.open_virtual_port("nanoKONTROL2 MIDI 1")
-        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="fakekorg-leds")
-        self.inp.ignore_types(sysex=False)
-        self.inp.open_virtual_port("nanoKONTROL2 MIDI 1 in")
+        # the JACK server is the one os.environ names (JACK_DEFAULT_SERVER), inherited
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if self._proc.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError("the fake nanoKONTROL2 did not open its JACK ports")
         self._received: list[list[int]] = []
+
+    def _ask(self, verb: str, messages: list) -> None:
+        self._proc.stdin.write(json.dumps([verb, messages]) + "\n")
+        self._proc.stdin.flush()
 
     @property
     def received(self) -> list[list[int]]:
         """Every message the LED port has received so far."""
-        while (event := self.inp.get_message()) is not None:
-            self._received.append(event[0])
+        self._ask("received", [])
+        answer = self._proc.stdout.readline()
+        if not answer:
+            raise RuntimeError("the fake nanoKONTROL2 has exited")
+        self._received.extend(json.loads(answer))
         return self._received
 
     def send(self, *messages: list[int]) -> None:
-        for m in messages:
-            self.out.send_message(m)
+        self._ask("send", [list(m) for m in messages])
 
     def close(self) -> None:
-        for m in (self.out, self.inp):
-            m.close_port()
-            m.delete()
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._proc.stdin.close()
+        self._proc.stdout.close()

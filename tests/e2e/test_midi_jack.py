@@ -140,12 +140,12 @@ def test_garbage_sysex_flood_and_running_status_through_jack(rig):
     _engine, hub, manager, device = rig
     rng = np.random.default_rng(3)
     for _ in range(300):
-        device.out.send_message(rng.integers(0, 256, rng.integers(1, 3)).tolist())
+        device.send(rng.integers(0, 256, rng.integers(1, 3)).tolist())
     for _ in range(50):
-        device.out.send_message([0xF0, *([0x55] * 2000), 0xF7])
+        device.send([0xF0, *([0x55] * 2000), 0xF7])
     hub.set("/ch/2/fader", law_db(64 / 127))
     device.send([0xB0, 1, 64])
-    device.out.send_message([0xB0, 1, 80])
+    device.send([0xB0, 1, 80])
     wait(lambda: abs(hub.get("/ch/2/fader") - law_db(80 / 127)) < 1e-9, 3.0)
     assert manager.stats.errors == 0 and manager.surfaces
 
