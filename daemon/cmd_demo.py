@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -145,25 +146,41 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _start_private_jack(block_frames: int, outputs: int) -> subprocess.Popen | None:
+def _start_private_jack(block_frames: int, outputs: int) -> subprocess.Popen:
     """A jackd with the dummy driver under a private server name, for --jack without a
-    running server; the name goes into JACK_DEFAULT_SERVER for this process."""
+    running server; the name goes into JACK_DEFAULT_SERVER for this process. RuntimeError
+    with jackd's own last words when it does not come up within 5 s."""
     jackd = shutil.which("jackd")
     if jackd is None:
-        return None
+        raise RuntimeError("jackd is not installed (Debian package jackd2)")
     name = f"studiod-demo-{os.getpid()}"
     os.environ["JACK_DEFAULT_SERVER"] = name
+    said = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
         [jackd, "--no-realtime", "-d", "dummy", "-r", str(SAMPLERATE), "-p", str(block_frames),
          "-C", "2", "-P", str(outputs)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=said,
     )  # fmt: skip
-    for _ in range(100):
+    deadline = time.monotonic() + 5.0
+    while proc.poll() is None and time.monotonic() < deadline:
         if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
+            said.close()
             return proc
         time.sleep(0.05)
+    _stop_private_jack(proc)
+    said.seek(0)
+    last = [line.strip() for line in said if line.strip()][-3:]
+    said.close()
+    raise RuntimeError(f"jackd did not start ({'; '.join(last) or 'it said nothing'})")
+
+
+def _stop_private_jack(proc: subprocess.Popen) -> None:
     proc.terminate()
-    return None
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def register(commands) -> None:
@@ -227,9 +244,10 @@ def _realtime(args) -> int:
 
             backend = "jack"
             if not jack_server_running():
-                jackd = _start_private_jack(args.block_frames, n_outputs)
-                if jackd is None:
-                    print("studiod demo: no JACK server and none could be started", file=sys.stderr)
+                try:
+                    jackd = _start_private_jack(args.block_frames, n_outputs)
+                except RuntimeError as exc:
+                    print(f"studiod demo: no JACK server runs, and {exc}", file=sys.stderr)
                     return 1
                 print(f"studiod demo: started a private JACK server "
                       f"({os.environ['JACK_DEFAULT_SERVER']}, dummy driver)")  # fmt: skip
@@ -296,5 +314,4 @@ def _realtime(args) -> int:
         return 0
     finally:
         if jackd is not None:
-            jackd.terminate()
-            jackd.wait(timeout=5)
+            _stop_private_jack(jackd)

@@ -49,6 +49,17 @@ _LATE = re.compile(
 )
 
 
+# jack2 keeps the servers of a machine in a registry in /dev/shm with room for 8 (shm.c
+# MAX_SERVERS). A server that exits cleanly unregisters; the entry of one that dies is
+# reclaimed only by a later server of the same name, and every test server has a name of
+# its own: 8 dead ones and no jackd on the machine starts.
+_LEAKED = " (so its entry in JACK's server registry is left behind)"
+_REGISTRY_FULL = (
+    "\nJACK's server registry (8 entries, /dev/shm/jack-shm-registry) is full of servers "
+    "that died without unregistering; with no jackd running, remove that file."
+)
+
+
 class JackServer:
     """``jackd -d dummy -r SAMPLERATE -p PERIOD`` with 8 capture and 8 playback ports (set
     ``samplerate`` before a :meth:`start` to restart it at another rate). Its messages are
@@ -82,8 +93,15 @@ class JackServer:
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             preexec_fn=die_with_parent,
         )  # fmt: skip
-        threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True).start()
-        _wait(lambda: self.run("jack_lsp").returncode == 0, 10.0, "jackd to start")
+        reader = threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True)
+        reader.start()
+        _wait(lambda: self.proc.poll() is not None or self.run("jack_lsp").returncode == 0,
+              10.0, "jackd to start")  # fmt: skip
+        if self.proc.poll() is not None:
+            reader.join(timeout=5)
+            said = "\n".join(line for _, line in self.messages[-5:])
+            raise RuntimeError(f"jackd exited with status {self.proc.returncode}:\n{said}"
+                               + _REGISTRY_FULL * ("Too many servers" in said))  # fmt: skip
 
     def _read(self, stream) -> None:
         for line in stream:
@@ -116,14 +134,22 @@ class JackServer:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        """SIGTERM, and jackd must exit cleanly: one that dies on the way out (a signal,
+        a timeout) has not unregistered, and leaks one of the machine's 8 server entries."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+                proc.kill()  # status -9
+                proc.wait()
+        if proc.returncode != 0:
+            said = "\n".join(line for _, line in self.messages[-5:])
+            raise AssertionError(f"jackd exited with status {proc.returncode}"
+                                 + _LEAKED + f"; its last words:\n{said}")  # fmt: skip
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=10)

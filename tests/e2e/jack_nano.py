@@ -6,6 +6,13 @@ client's ports, as when the device is unplugged. In the test process, python-rtm
 ``close_port`` unregisters a JACK port while JACK's process thread may still be reading it,
 and twice that segfaulted the whole test run (once with a Python callback on the LED port,
 once on a polled port, after about 1 in 6 full runs). The LED port is polled in the child.
+
+Closing waits until the server has dropped the dead client. A server stopped before that
+still sends the client notifications when it shuts down, and jack2 dies of the SIGPIPE of
+its socket (jackd 1.9.21: every time, exit status -13); a server that dies without
+unregistering leaves its entry in JACK's server registry in /dev/shm, which has 8 of them
+per machine (jack2 shm.c MAX_SERVERS), and from the ninth on no jackd on the machine starts
+("Too many servers already active"): that is how a whole CI run of the JACK tests failed.
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+
+_CLIENTS = ("fakekorg:", "fakekorg-leds:")
 
 _CHILD = r"""
 import json, sys
@@ -67,9 +77,21 @@ class JackNano:
     def send(self, *messages: list[int]) -> None:
         self._ask("send", [list(m) for m in messages])
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
         self._proc.stdin.close()
         self._proc.stdout.close()
+        deadline = time.monotonic() + timeout_s
+        while any(port.startswith(_CLIENTS) for port in _jack_ports()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"JACK still lists the fake nanoKONTROL2 {timeout_s:g} s "
+                                   "after its client was killed")  # fmt: skip
+            time.sleep(0.01)
+
+
+def _jack_ports() -> list[str]:
+    """The server's ports, as ``jack_lsp`` lists them (none when no server answers)."""
+    out = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10)
+    return out.stdout.splitlines() if out.returncode == 0 else []

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from studiod.controllers.mapping import load_profile, shipped_profile_paths
 from studiod.controllers.midi import MidiManager, RtMidiBackend
 from studiod.dsp.engine import Engine
 from studiod.dsp.session import Session
-from tests.e2e.conftest import die_with_parent
+from tests.e2e.conftest import JackServer
 from tests.e2e.jack_nano import JackNano
 
 pytestmark = pytest.mark.e2e
@@ -37,34 +36,19 @@ SESSION = Session.from_dict(
 @pytest.fixture(scope="module")
 def jack_server():
     """A private jackd with the dummy driver; rtmidi clients find it by name."""
-    name = f"studiod-midi-{uuid.uuid4().hex[:8]}"
+    server = JackServer(period=256)
+    server.start()
     saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-    os.environ["JACK_DEFAULT_SERVER"] = name
-    os.environ["JACK_NO_START_SERVER"] = "1"
-    proc = subprocess.Popen(
-        ["jackd", "-n", name, "-d", "dummy", "-r", str(FS), "-p", "256"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
+    os.environ.update({k: server.env[k] for k in saved})
     try:
-        end = time.monotonic() + 15
-        while subprocess.run(["jack_lsp"], capture_output=True).returncode != 0:
-            if time.monotonic() > end or proc.poll() is not None:
-                raise RuntimeError("jackd (dummy driver) did not start")
-            time.sleep(0.1)
-        yield name
+        yield server.name
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        server.stop()
 
 
 def wait(condition, timeout_s: float) -> float:
