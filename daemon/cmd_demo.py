@@ -285,11 +285,12 @@ def _realtime(args) -> int:
             daemon.start()
             _print_surfaces(daemon)
             daemon.run(seconds)
-            stats = daemon.stats()
             device = daemon.device
-            master = daemon.core.levels(0)
         finally:
             daemon.close()
+        # after the close, so that the summary has the figures of the daemon's "stopped" line
+        stats = daemon.stats()
+        master = daemon.core.levels(0)
         print(f"  monitor system      {daemon.system}")
         print(f"  integrated          {master.integrated_lufs:7.2f} LUFS (master)")
         print(f"  loudness range      {master.loudness_range_lu:7.2f} LU")

@@ -38,8 +38,11 @@ def test_demo_on_a_private_jack_server_that_goes_away_cleanly(tmp_path):
     assert "the demo session on JACK, 64 frames at 48000 Hz for 4 s" in done.stdout
     integrated = re.search(r"integrated\s+(-?\d+\.\d+) LUFS \(master\)", done.stdout)
     assert integrated and -40.0 < float(integrated[1]) < -5.0, done.stdout
-    blocks = re.search(r"blocks\s+(\d+) \(", done.stdout)
+    blocks = re.search(r"blocks\s+(\d+) \((\d+) xruns\)", done.stdout)
     assert blocks and int(blocks[1]) > 0.5 * 4.0 * 48000 / 64, done.stdout
+    # the summary is the daemon's last word: the figures of its "stopped" log line
+    stopped = re.search(r"stopped: (\d+) callbacks, (\d+) xruns", done.stderr)
+    assert stopped and stopped.groups() == blocks.groups(), done.stderr
     # the registry names every running server, and every one that died without unregistering
     assert f":{started[1]}:".encode() not in REGISTRY.read_bytes()
 
