@@ -150,27 +150,27 @@ def _start_private_jack(block_frames: int, outputs: int) -> subprocess.Popen:
     """A jackd with the dummy driver under a private server name, for --jack without a
     running server; the name goes into JACK_DEFAULT_SERVER for this process. RuntimeError
     with jackd's own last words when it does not come up within 5 s."""
+    from studiod.daemon.audio import jack_server_running
+
     jackd = shutil.which("jackd")
     if jackd is None:
         raise RuntimeError("jackd is not installed (Debian package jackd2)")
     name = f"studiod-demo-{os.getpid()}"
     os.environ["JACK_DEFAULT_SERVER"] = name
-    said = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(
-        [jackd, "--no-realtime", "-d", "dummy", "-r", str(SAMPLERATE), "-p", str(block_frames),
-         "-C", "2", "-P", str(outputs)],
-        stdout=subprocess.DEVNULL, stderr=said,
-    )  # fmt: skip
-    deadline = time.monotonic() + 5.0
-    while proc.poll() is None and time.monotonic() < deadline:
-        if subprocess.run(["jack_lsp"], capture_output=True).returncode == 0:
-            said.close()
-            return proc
-        time.sleep(0.05)
-    _stop_private_jack(proc)
-    said.seek(0)
-    last = [line.strip() for line in said if line.strip()][-3:]
-    said.close()
+    with tempfile.TemporaryFile("w+") as said:
+        proc = subprocess.Popen(
+            [jackd, "--no-realtime", "-d", "dummy", "-r", str(SAMPLERATE), "-p",
+             str(block_frames), "-C", "2", "-P", str(outputs)],
+            stdout=subprocess.DEVNULL, stderr=said,
+        )  # fmt: skip
+        deadline = time.monotonic() + 5.0
+        while proc.poll() is None and time.monotonic() < deadline:
+            if jack_server_running():
+                return proc
+            time.sleep(0.05)
+        _stop_private_jack(proc)
+        said.seek(0)
+        last = [line.strip() for line in said if line.strip()][-3:]
     raise RuntimeError(f"jackd did not start ({'; '.join(last) or 'it said nothing'})")
 
 

@@ -60,6 +60,13 @@ _REGISTRY_FULL = (
 )
 
 
+def jack_ports(env: dict | None = None) -> list[str]:
+    """The ports of the server that ``env`` (else this process's environment) names, as
+    ``jack_lsp`` lists them, a line each (names have spaces); none when no server answers."""
+    out = subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True, timeout=10)
+    return out.stdout.splitlines() if out.returncode == 0 else []
+
+
 class JackServer:
     """``jackd -d dummy -r SAMPLERATE -p PERIOD`` with 8 capture and 8 playback ports (set
     ``samplerate`` before a :meth:`start` to restart it at another rate). Its messages are
@@ -99,13 +106,16 @@ class JackServer:
               10.0, "jackd to start")  # fmt: skip
         if self.proc.poll() is not None:
             reader.join(timeout=5)
-            said = "\n".join(line for _, line in self.messages[-5:])
+            said = self._last_words()
             raise RuntimeError(f"jackd exited with status {self.proc.returncode}:\n{said}"
                                + _REGISTRY_FULL * ("Too many servers" in said))  # fmt: skip
 
     def _read(self, stream) -> None:
         for line in stream:
             self.messages.append((time.monotonic(), line.rstrip()))
+
+    def _last_words(self) -> str:
+        return "\n".join(line for _, line in self.messages[-5:])
 
     def late_clients(self, since: float) -> list[tuple[float, str, str]]:
         """(time, client, state) of every late cycle jackd logged since the monotonic time
@@ -147,16 +157,14 @@ class JackServer:
                 proc.kill()  # status -9
                 proc.wait()
         if proc.returncode != 0:
-            said = "\n".join(line for _, line in self.messages[-5:])
-            raise AssertionError(f"jackd exited with status {proc.returncode}"
-                                 + _LEAKED + f"; its last words:\n{said}")  # fmt: skip
+            raise AssertionError(f"jackd exited with status {proc.returncode}" + _LEAKED
+                                 + f"; its last words:\n{self._last_words()}")  # fmt: skip
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=10)
 
     def ports(self) -> list[str]:
-        out = self.run("jack_lsp")
-        return out.stdout.split() if out.returncode == 0 else []
+        return jack_ports(self.env)
 
     def connect(self, source: str, destination: str) -> None:
         result = self.run("jack_connect", source, destination)

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from tests.e2e.conftest import jack_ports
+
 _CLIENTS = ("fakekorg:", "fakekorg-leds:")
 
 _CHILD = r"""
@@ -77,21 +79,15 @@ class JackNano:
     def send(self, *messages: list[int]) -> None:
         self._ask("send", [list(m) for m in messages])
 
-    def close(self, timeout_s: float = 5.0) -> None:
+    def close(self) -> None:
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
         self._proc.stdin.close()
         self._proc.stdout.close()
-        deadline = time.monotonic() + timeout_s
-        while any(port.startswith(_CLIENTS) for port in _jack_ports()):
+        deadline = time.monotonic() + 5.0
+        while any(port.startswith(_CLIENTS) for port in jack_ports()):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"JACK still lists the fake nanoKONTROL2 {timeout_s:g} s "
-                                   "after its client was killed")  # fmt: skip
+                raise TimeoutError("JACK still lists the fake nanoKONTROL2 5 s after its "
+                                   "client was killed")  # fmt: skip
             time.sleep(0.01)
-
-
-def _jack_ports() -> list[str]:
-    """The server's ports, as ``jack_lsp`` lists them (none when no server answers)."""
-    out = subprocess.run(["jack_lsp"], capture_output=True, text=True, timeout=10)
-    return out.stdout.splitlines() if out.returncode == 0 else []

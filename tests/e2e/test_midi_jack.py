@@ -38,16 +38,12 @@ def jack_server():
     """A private jackd with the dummy driver; rtmidi clients find it by name."""
     server = JackServer(period=256)
     server.start()
-    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-    os.environ.update({k: server.env[k] for k in saved})
     try:
-        yield server.name
+        with pytest.MonkeyPatch.context() as env:
+            for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER"):
+                env.setenv(key, server.env[key])
+            yield server.name
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         server.stop()
 
 
